@@ -1,0 +1,244 @@
+"""The difflab command line: thin commands over the Python API.
+
+    difflab train CONFIG [--set key=value ...] [--out DIR] [--resume] [--data-dir DIR]
+    difflab sample CKPT --sampler NAME --steps N --n N --seed S --out FILE.png|FILE.npz
+    difflab info CKPT
+    difflab demo [--out DIR]
+
+Every bad input ends in one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import CheckpointError, DifflabError
+
+EXAMPLES = {
+    "train": """examples:
+  difflab train toy-ddpm --out runs/toy
+  difflab train digits-iddpm --set train.steps=5000 --set train.lr=3e-4 --out runs/digits
+  difflab train mnist-vpsde --data-dir /data --out runs/mnist
+  difflab train runs/mnist/config.toml --out runs/mnist --resume --set train.steps=40000""",
+    "sample": """examples:
+  difflab sample runs/toy --sampler ddim --steps 50 --n 2000 --out toy.png
+  difflab sample runs/digits --sampler ancestral --steps 1000 --n 64 --seed 1 --out grid.png
+  difflab sample runs/mnist --sampler pf_heun --steps 18 --n 10000 --out mnist.npz --no-progress""",
+    "info": """examples:
+  difflab info runs/toy
+  difflab info runs/toy/checkpoints/step-00002000""",
+    "demo": """examples:
+  difflab demo --out runs/demo
+  difflab demo --out runs/quick --toy-steps 500 --digits-steps 300""",
+}
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model from a config file or preset", epilog=EXAMPLES["train"],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="a TOML file or a preset name (e.g. toy-ddpm, digits-iddpm, mnist-vpsde)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.lr=1e-4 (repeatable)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--data-dir", default=None, help="data directory (default: $DIFFLAB_DATA)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
+
+
+def _add_sample(sub):
+    from .samplers import SAMPLERS
+
+    p = sub.add_parser("sample", help="draw samples from a checkpoint", epilog=EXAMPLES["sample"],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a run dir, a checkpoint dir or a .safetensors file")
+    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
+    p.add_argument("--steps", type=int, default=50, help="grid intervals (NFE for 1-evaluation samplers)")
+    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM's η")
+    p.add_argument("--clip", action="store_true", help="clip x̂0 to [-1, 1] (images)")
+    p.add_argument("--label", type=int, default=None, help="class label for a class-conditional model")
+    p.add_argument("--batch", type=int, default=500, help="samples per network batch")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="assert a training setting (e.g. diffusion.schedule=cosine): refused if the checkpoint differs")
+    p.add_argument("--out", required=True, help="FILE.png (grid or scatter plot) or FILE.npz (arrays); both with --npz")
+    p.add_argument("--npz", action="store_true", help="also write the samples as .npz beside the PNG")
+    p.add_argument("--trajectory", action="store_true", help="also write a strip of the trajectory (images)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _device(name: str):
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def check_sampling_flags(cfg, overrides) -> None:
+    """Refuse sampling flags that contradict how the checkpoint was trained (a mismatched process
+    silently gives noise in other toolkits)."""
+    from .config import apply_overrides
+
+    changed = apply_overrides(cfg, overrides).to_dict()
+    saved = cfg.to_dict()
+    for section in ("data", "model", "diffusion"):
+        for key, value in changed[section].items():
+            if value != saved[section][key]:
+                raise CheckpointError(
+                    f"checkpoint was trained with {section}.{key}={saved[section][key]!r}; refusing to sample with "
+                    f"{value!r} (the process must match training; drop the flag)")
+
+
+def generate(model, data_shape, *, sampler="ddim", steps=50, n=64, seed=0, eta=0.0, clip=False, label=None,
+             batch=500, device="cpu", progress=True, trajectory=False):
+    """Samples (n, *data_shape) from a loaded model, in batches, reproducible from ``seed``."""
+    import torch
+
+    from .samplers import sample
+
+    g = torch.Generator(device).manual_seed(seed)
+    xs, trajs = [], []
+    opts = {"eta": eta} if sampler == "ddim" else {}
+    if clip and sampler in ("ancestral", "ddim"):
+        opts["clip_denoised"] = True
+    done = 0
+    while done < n:
+        b = min(batch, n - done)
+        y = None if label is None else torch.full((b,), label, dtype=torch.long, device=device)
+        r = sample(model, (b, *data_shape), sampler=sampler, steps=steps, generator=g, device=device, y=y,
+                   return_trajectory=trajectory and done == 0, progress=progress, **opts)
+        xs.append(r.x.cpu())
+        if r.trajectory is not None:
+            trajs.append(r.trajectory[:, :16].cpu())
+        done += b
+    return torch.cat(xs), (trajs[0] if trajs else None), r.nfe
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .train.api import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out or f"runs/{cfg.name or Path(args.config).stem}")
+    res = train(cfg, out, resume=args.resume, data_dir=args.data_dir, progress=not args.no_progress,
+                sample_fn=_grid_sample_fn(cfg))
+    print(f"trained to step {res['final_step']} (loss {res['last_loss']:.4f}); checkpoint {res['checkpoint']}")
+    return 0
+
+
+def _grid_sample_fn(cfg):
+    """Periodic sample grids during training (images) or scatter plots (2-D)."""
+
+    from .build import data_shape_of
+
+    def fn(model, step, run_dir):
+        shape = tuple(data_shape_of(cfg))
+        x, _, _ = generate(model, shape, sampler="ddim", steps=50, n=64 if len(shape) == 3 else 2000,
+                           device=next(model.parameters()).device, progress=False)
+        save_samples(x, Path(run_dir) / "samples" / f"step-{step:08d}.png")
+
+    return fn
+
+
+def save_samples(x, path: Path, npz: bool = False) -> list[Path]:
+    from . import viz
+
+    written = []
+    path = Path(path)
+    if path.suffix == ".npz" or npz:
+        import numpy as np
+
+        arrays = {"samples": x.numpy()}
+        if x.dim() == 4:
+            arrays["images_uint8"] = viz.to_uint8(x).numpy()
+        p = path.with_suffix(".npz")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(p, **arrays)
+        written.append(p)
+    if path.suffix != ".npz":
+        if x.dim() == 4:
+            written.append(viz.save_grid(x[:256], path, scale=viz.auto_scale(x.shape[-1])))
+        else:
+            written.append(viz.save_scatter({f"{x.shape[0]} samples": x[:, :2]}, path))
+    return written
+
+
+def cmd_sample(args) -> int:
+    from . import viz
+    from .build import data_shape_of
+    from .train.api import load_model
+
+    device = _device(args.device)
+    model, cfg, ckpt = load_model(args.checkpoint, use_ema=not args.no_ema, map_location=device)
+    check_sampling_flags(cfg, args.overrides)
+    shape = tuple((ckpt.state.get("extra") or {}).get("data_shape") or data_shape_of(cfg))
+    x, traj, nfe = generate(model, shape, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
+                            eta=args.eta, clip=args.clip, label=args.label, batch=args.batch, device=device,
+                            progress=not args.no_progress, trajectory=args.trajectory)
+    written = save_samples(x, Path(args.out), npz=args.npz)
+    if traj is not None and traj.dim() == 5:
+        written.append(viz.save_trajectory_strip(traj, Path(args.out).with_suffix("").as_posix() + "-trajectory.png",
+                                                 scale=viz.auto_scale(traj.shape[-1])))
+    print(f"{args.n} samples, {args.sampler}, {nfe} network evaluations per batch -> {', '.join(map(str, written))}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    n_params = sum(v.numel() for v in ckpt.model_state.values())
+    info = {"path": str(ckpt.path), "kind": ckpt.kind, "step": ckpt.step, "parameters": n_params,
+            "has_ema": ckpt.ema_state is not None, "extra": (ckpt.state or {}).get("extra"),
+            "config": ckpt.config}
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(Path(args.out), toy_steps=args.toy_steps, digits_steps=args.digits_steps,
+                      data_dir=args.data_dir, progress=not args.no_progress)
+    print(f"report: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="difflab", description="Diffusion models: train, sample, evaluate.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_sample(sub)
+    p = sub.add_parser("info", help="describe a checkpoint", epilog=EXAMPLES["info"],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p = sub.add_parser("demo", help="the quickstart: train small toy and digits models, sample, report",
+                       epilog=EXAMPLES["demo"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--toy-steps", type=int, default=3000)
+    p.add_argument("--digits-steps", type=int, default=1500)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "demo": cmd_demo}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DifflabError as e:
+        print(f"difflab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("difflab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Pictures people would rather look at: sample grids, 2-D scatter plots, trajectory strips, curves.
+
+Images are (N, C, H, W) in [-1, 1]; 2-D samples are (N, 2). Every function writes a PNG and returns its path.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats -> uint8 (N, C, H, W)."""
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def save_grid(images: torch.Tensor, path, nrow: int | None = None, scale: int = 1, padding: int = 2) -> Path:
+    """A grid PNG of images (N, C, H, W) in [-1, 1]; small images are enlarged ``scale`` times."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = to_uint8(images)
+    if scale > 1:
+        x = x.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(x.shape[0]))))
+    grid = make_grid(x, nrow=nrow, padding=padding, pad_value=255)
+    arr = grid.permute(1, 2, 0).numpy()
+    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(path)
+    return path
+
+
+def auto_scale(image_size: int) -> int:
+    """Enlarge tiny images so a grid is readable (8x8 digits -> 4x)."""
+    return max(1, 32 // image_size)
+
+
+def save_scatter(panels: dict, path, reference: torch.Tensor | None = None, lim: float | None = None) -> Path:
+    """Side-by-side 2-D scatter plots, one per ``{title: (N, 2) samples}``, optional reference points in grey."""
+    plt = _mpl()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.3), squeeze=False)
+    if lim is None:
+        allpts = torch.cat([torch.as_tensor(v).reshape(-1, 2).float() for v in panels.values()])
+        lim = float(allpts.abs().quantile(0.995)) * 1.15
+    for ax, (title, pts) in zip(axes[0], panels.items()):
+        if reference is not None:
+            r = torch.as_tensor(reference).float().cpu()
+            ax.scatter(r[:, 0], r[:, 1], s=1, c="0.8", rasterized=True)
+        p = torch.as_tensor(pts).float().cpu()
+        ax.scatter(p[:, 0], p[:, 1], s=1, c="C0", rasterized=True)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_curves(series: dict, path, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
+                logy: bool = False, hlines: dict | None = None) -> Path:
+    """Line plot of ``{label: (xs, ys)}`` (e.g. FID vs NFE per sampler)."""
+    plt = _mpl()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), marker="o", ms=3, label=label)
+    for label, y in (hlines or {}).items():
+        ax.axhline(y, ls="--", c="0.5", lw=1)
+        ax.text(ax.get_xlim()[0], y, f" {label}", va="bottom", fontsize=8, color="0.4")
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_trajectory_strip(trajectory: torch.Tensor, path, num_frames: int = 10, scale: int = 1) -> Path:
+    """Rows = samples, columns = evenly chosen steps of a trajectory (S, B, C, H, W)."""
+    S, B = trajectory.shape[:2]
+    idx = torch.linspace(0, S - 1, min(num_frames, S)).round().long()
+    frames = trajectory[idx].transpose(0, 1).reshape(-1, *trajectory.shape[2:])
+    return save_grid(frames, path, nrow=len(idx), scale=scale)
