@@ -227,11 +227,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "demo": cmd_demo}
 
+# Methods add their own commands: each module has ``register(subparsers) -> {command: function(args) -> int}``.
+METHOD_CLIS = ("difflab.methods.time_predictor", "difflab.methods.guidance", "difflab.methods.dsno",
+               "difflab.metrics.cli")
+
+
+def _register_methods(ap: argparse.ArgumentParser) -> dict:
+    import importlib
+
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    commands = dict(COMMANDS)
+    for name in METHOD_CLIS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        if hasattr(mod, "register"):
+            commands.update(mod.register(sub))
+    return commands
+
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    commands = _register_methods(ap)
+    args = ap.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return commands[args.command](args)
     except DifflabError as e:
         print(f"difflab: error: {e}", file=sys.stderr)
         return 2
