@@ -7,6 +7,7 @@
 * ``ts``: (N+1,) decreasing times in [0, 1]; the sampler steps ts[n] -> ts[n+1]. For a discrete
   model, a grid on its trained times (:func:`time_grid`) is exactly a respaced process.
 * ``noise_sampler(n, like) -> tensor``: the fresh noise of step n (default: ``randn`` from ``generator``).
+* Samplers run under ``torch.no_grad()``; a wrapper that needs gradients (guidance) enables them itself.
 * Returns a :class:`SampleResult` with the final x, the network evaluations used, and on request the
   trajectory (N+1, B, ...) and the x̂0 predicted at every step (N, B, ...) — progressive generation.
 """
@@ -86,6 +87,7 @@ def grid_diffusion(schedule, ts: torch.Tensor, var_type: str = "fixed_small") ->
 
 
 # ---------------------------------------------------------------------------- discrete-step samplers
+@torch.no_grad()
 def ancestral(model, x, ts, *, y=None, clip_denoised=False, var_type=None, generator=None, noise_sampler=None,
               return_trajectory=False, progress=False) -> SampleResult:
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) with the reverse variance of ``var_type``
@@ -105,6 +107,7 @@ def ancestral(model, x, ts, *, y=None, clip_denoised=False, var_type=None, gener
     return rec.result(x)
 
 
+@torch.no_grad()
 def ddim(model, x, ts, *, y=None, eta=0.0, clip_denoised=False, generator=None, noise_sampler=None,
          return_trajectory=False, progress=False) -> SampleResult:
     """DDIM (Song et al. 2021): x_s = √ᾱ_s x̂0 + √(1-ᾱ_s-σ²) ε̂ + σ z, σ = η·√((1-ᾱ_s)/(1-ᾱ_t)·(1-ᾱ_t/ᾱ_s))."""
@@ -142,6 +145,7 @@ def _denoise(model, x, ts, y, rec, denoise: bool):
     return (x - float(s.sigma(t)) * eps) / float(s.alpha(t))
 
 
+@torch.no_grad()
 def euler_maruyama(model, x, ts, *, y=None, denoise=True, generator=None, noise_sampler=None,
                    return_trajectory=False, progress=False) -> SampleResult:
     """Euler–Maruyama on the reverse VP-SDE dx = [-½β x - β ∇log p_t] dt + √β dw̄ (Song et al. 2021);
@@ -166,6 +170,7 @@ def _ode_drift(eps, x, beta, sigma):
     return -0.5 * beta * (x - eps / sigma)
 
 
+@torch.no_grad()
 def pf_euler(model, x, ts, *, y=None, denoise=True, generator=None, noise_sampler=None,
              return_trajectory=False, progress=False) -> SampleResult:
     """Euler's method on the probability-flow ODE (deterministic; one evaluation per step)."""
@@ -180,6 +185,7 @@ def pf_euler(model, x, ts, *, y=None, denoise=True, generator=None, noise_sample
     return rec.result(_denoise(model, x, ts, y, rec, denoise))
 
 
+@torch.no_grad()
 def pf_heun(model, x, ts, *, y=None, denoise=True, generator=None, noise_sampler=None,
             return_trajectory=False, progress=False) -> SampleResult:
     """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1 without
@@ -201,6 +207,7 @@ def pf_heun(model, x, ts, *, y=None, denoise=True, generator=None, noise_sampler
     return rec.result(_denoise(model, x, ts, y, rec, denoise))
 
 
+@torch.no_grad()
 def pf_adaptive(model, x, ts, *, y=None, rtol=1e-5, atol=1e-5, method="dopri5", denoise=True, generator=None,
                 noise_sampler=None, return_trajectory=False, progress=False) -> SampleResult:
     """The probability-flow ODE solved by an adaptive Runge–Kutta method (torchdiffeq); the
