@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import CheckpointError, DifflabError
+from .samplers.batched import generate
 
 EXAMPLES = {
     "train": """examples:
@@ -92,31 +93,6 @@ def check_sampling_flags(cfg, overrides) -> None:
                     f"{value!r} (the process must match training; drop the flag)")
 
 
-def generate(model, data_shape, *, sampler="ddim", steps=50, n=64, seed=0, eta=0.0, clip=False, label=None,
-             batch=500, device="cpu", progress=True, trajectory=False):
-    """Samples (n, *data_shape) from a loaded model, in batches, reproducible from ``seed``."""
-    import torch
-
-    from .samplers import sample
-
-    g = torch.Generator(device).manual_seed(seed)
-    xs, trajs = [], []
-    opts = {"eta": eta} if sampler == "ddim" else {}
-    if clip and sampler in ("ancestral", "ddim"):
-        opts["clip_denoised"] = True
-    done = 0
-    while done < n:
-        b = min(batch, n - done)
-        y = None if label is None else torch.full((b,), label, dtype=torch.long, device=device)
-        r = sample(model, (b, *data_shape), sampler=sampler, steps=steps, generator=g, device=device, y=y,
-                   return_trajectory=trajectory and done == 0, progress=progress, **opts)
-        xs.append(r.x.cpu())
-        if r.trajectory is not None:
-            trajs.append(r.trajectory[:, :16].cpu())
-        done += b
-    return torch.cat(xs), (trajs[0] if trajs else None), r.nfe
-
-
 def cmd_train(args) -> int:
     from .config import load_config
     from .train.api import train
@@ -136,8 +112,8 @@ def _grid_sample_fn(cfg):
 
     def fn(model, step, run_dir):
         shape = tuple(data_shape_of(cfg))
-        x, _, _ = generate(model, shape, sampler="ddim", steps=50, n=64 if len(shape) == 3 else 2000,
-                           device=next(model.parameters()).device, progress=False)
+        x = generate(model, shape, sampler="ddim", steps=50, n=64 if len(shape) == 3 else 2000,
+                     device=next(model.parameters()).device)["x"]
         save_samples(x, Path(run_dir) / "samples" / f"step-{step:08d}.png")
 
     return fn
@@ -175,9 +151,10 @@ def cmd_sample(args) -> int:
     model, cfg, ckpt = load_model(args.checkpoint, use_ema=not args.no_ema, map_location=device)
     check_sampling_flags(cfg, args.overrides)
     shape = tuple((ckpt.state.get("extra") or {}).get("data_shape") or data_shape_of(cfg))
-    x, traj, nfe = generate(model, shape, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
-                            eta=args.eta, clip=args.clip, label=args.label, batch=args.batch, device=device,
-                            progress=not args.no_progress, trajectory=args.trajectory)
+    res = generate(model, shape, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed, eta=args.eta,
+                   clip=args.clip, label=args.label, batch=args.batch, device=device, progress=not args.no_progress,
+                   trajectory=args.trajectory)
+    x, traj, nfe = res["x"], res["trajectory"], res["nfe"]
     written = save_samples(x, Path(args.out), npz=args.npz)
     if traj is not None and traj.dim() == 5:
         written.append(viz.save_trajectory_strip(traj, Path(args.out).with_suffix("").as_posix() + "-trajectory.png",

@@ -1,0 +1,211 @@
+"""`difflab eval` and `difflab bench`: sample quality per network evaluation, every sampler side by side.
+
+The metric depends on the data, and every result names its feature space:
+  * toy mixtures: exact metrics against the true distribution ("exact (true mixture)"),
+  * other toy sets: sliced W2 / MMD against fresh data samples ("data samples"),
+  * MNIST / Fashion-MNIST: FID/KID/IS/PR in difflab's evaluator features ("difflab-mnist"), NOT Inception,
+  * digits 8×8: Fréchet distance on raw pixels ("pixels (digits 8x8)"): no classifier exists for them,
+  * anything else: Inception FID when its weights are available (a clear error otherwise).
+External peers: diffusers' DDIM and DPM-Solver++ schedulers driven by the same difflab model.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+from pathlib import Path
+
+import torch
+
+from ..errors import DifflabError
+from ..process.schedules import F64
+from ..samplers.batched import generate
+
+# NFE budgets and the grid intervals each sampler needs for them.
+NFE_LEVELS = (1000, 100, 50, 20, 10, 5)
+QUICK_NFE_LEVELS = (100, 20, 10, 5)
+
+
+def steps_for(sampler: str, nfe: int) -> int | None:
+    """Grid intervals that spend ``nfe`` evaluations (Heun: 2 per step, Euler on the last)."""
+    if sampler == "pf_heun":
+        return (nfe + 1) // 2 if nfe >= 3 else None
+    return nfe
+
+
+def default_grid(nfe_levels=NFE_LEVELS) -> list[tuple[str, int]]:
+    grid = []
+    for nfe in nfe_levels:
+        names = ["ancestral"] if nfe >= 1000 else ["ancestral", "ddim", "euler_maruyama", "pf_euler", "pf_heun"]
+        grid += [(s, steps_for(s, nfe)) for s in names if steps_for(s, nfe)]
+    return grid + [("pf_adaptive", 0)]
+
+
+# ---------------------------------------------------------------------------- metrics by data
+def evaluate_samples(x: torch.Tensor, data_name: str, *, data_dir=None, seed: int = 0) -> dict:
+    """Metrics of samples ``x`` (N, ...) in [-1, 1] for data ``data_name``; keys include ``quality``
+    (lower is better: FID or sliced W2) and ``feature_space``."""
+    from ..data import load_dataset
+
+    name = data_name.strip().lower()
+    if name.startswith("toy:"):
+        from .toy import sliced_wasserstein2, toy_metrics
+
+        try:
+            from ..data import toy_mixture
+
+            mix = toy_mixture(name)
+        except DifflabError:
+            mix = None
+        if mix is not None:
+            m = toy_metrics(x.double(), mix, seed=seed)
+            return {**m, "quality": m["sliced_w2"], "quality_name": "sliced W2", "feature_space": "exact (true mixture)"}
+        ref = load_dataset(name, num_samples=min(len(x), 10000), seed=seed + 1).x.double()
+        from .toy import mmd_rbf
+
+        n = min(len(x), len(ref))
+        sw = sliced_wasserstein2(x[:n].double(), ref[:n], seed=seed)
+        return {"sliced_w2": sw, "mmd2": mmd_rbf(x[:1000].double(), ref[:1000]), "quality": sw,
+                "quality_name": "sliced W2", "feature_space": "data samples"}
+    if name in ("mnist", "fashion-mnist"):
+        from .evaluator import evaluate_images
+
+        if tuple(x.shape[1:]) != (1, 28, 28):
+            raise DifflabError(f"difflab's {name} evaluator takes (N, 1, 28, 28) images, got {tuple(x.shape[1:])}")
+        m = evaluate_images(x, name, data_dir=data_dir, seed=seed)
+        return {**m, "quality": m["fid"], "quality_name": f"FID, {m['feature_space']} features"}
+    if name == "digits":
+        from .features import fid_from_features
+
+        real = load_dataset("digits", split="train").x
+        if tuple(x.shape[1:]) != tuple(real.shape[1:]):
+            raise DifflabError(f"digits samples must be {tuple(real.shape[1:])}, got {tuple(x.shape[1:])}")
+        fid = fid_from_features(x.reshape(len(x), -1).double().numpy(), real.reshape(len(real), -1).double().numpy())
+        return {"fid_pixels": fid, "quality": fid, "quality_name": "FD, pixels (digits 8x8)",
+                "feature_space": "pixels (digits 8x8)"}
+    from .inception import inception_fid
+
+    real = load_dataset(data_name, data_dir=data_dir, split="train", num_samples=min(50000, 10 * len(x))).x
+    m = inception_fid(x, real)
+    return {**m, "quality": m["fid"], "quality_name": "FID, Inception", "feature_space": "inception-2015-12-05"}
+
+
+# ---------------------------------------------------------------------------- diffusers peers
+def discrete_betas(schedule, num_timesteps: int = 1000) -> torch.Tensor:
+    """(T,) betas whose ᾱ equals the schedule's at t_i = (i+1)/T (the model's trained times for a
+    discrete model; a 1000-step discretisation of a continuous one)."""
+    t = (torch.arange(num_timesteps, dtype=F64) + 1) / num_timesteps
+    ab = schedule.alpha_bar(t)
+    prev = torch.cat([torch.ones(1, dtype=F64), ab[:-1]])
+    return (1 - ab / prev).clamp(1e-12, 0.999)
+
+
+def diffusers_sample(model, shape, scheduler: str, nfe: int, *, generator=None, device="cpu", num_timesteps=None,
+                     timestep_spacing: str = "leading") -> torch.Tensor:
+    """Sample with a diffusers scheduler ('ddim' or 'dpmsolver++') driving the difflab model: the
+    scheduler gets the model's betas; its integer timestep k is shown to the model as t = (k+1)/T."""
+    try:
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+    except ImportError:
+        raise DifflabError("external peers need diffusers: pip install diffusers (or pip install -e .[bench])") from None
+    T = num_timesteps or getattr(model.schedule, "num_timesteps", 1000)
+    betas = discrete_betas(model.schedule, T).numpy()
+    common = dict(num_train_timesteps=T, trained_betas=betas, prediction_type="epsilon", timestep_spacing=timestep_spacing)
+    if scheduler == "ddim":
+        sch = DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **common)
+    elif scheduler == "dpmsolver++":
+        sch = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True, **common)
+    else:
+        raise DifflabError(f"unknown diffusers peer {scheduler!r}; expected 'ddim' or 'dpmsolver++'")
+    sch.set_timesteps(nfe)
+    x = torch.randn(shape, generator=generator, device=device) * sch.init_noise_sigma
+    with torch.no_grad():
+        for k in sch.timesteps:
+            t = torch.full((shape[0],), (int(k) + 1) / T, dtype=F64, device=device)
+            eps = model(x, t).eps
+            x = sch.step(eps, k, x).prev_sample
+    return x
+
+
+# ---------------------------------------------------------------------------- the benchmark
+def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int = 1000, seed: int = 0, data_dir=None,
+              peers: bool = True, extra_models: dict | None = None, batch: int = 500, device="cpu",
+              progress: bool = True) -> dict:
+    """Every (sampler, steps) of ``grid`` on ``model`` (and diffusers peers at the same NFE, and any
+    ``extra_models`` {label: model} such as wrapped models, on the same grid); writes results.json,
+    table.md, table.csv and quality_vs_nfe.png into ``out_dir``. Returns the results dict."""
+    from .. import viz
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = grid or default_grid()
+    rows = []
+    models = {"difflab": model, **(extra_models or {})}
+    jobs = [(label, s, k) for label in models for s, k in grid]
+    if peers:
+        budgets = sorted({k for s, k in grid if s not in ("pf_adaptive", "pf_heun") and 0 < k <= 100}, reverse=True)
+        jobs += [("diffusers", p, nfe) for p in ("ddim", "dpmsolver++") for nfe in budgets]
+    it = jobs
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(jobs, desc="bench")
+    for label, sampler, steps in it:
+        if label == "diffusers":
+            try:
+                g = torch.Generator(device).manual_seed(seed)
+                import time
+
+                t0 = time.perf_counter()
+                xs = [diffusers_sample(model, (min(batch, n - i), *data_shape), sampler, steps, generator=g, device=device)
+                      for i in range(0, n, batch)]
+                res = {"x": torch.cat(xs).cpu(), "nfe": steps, "seconds": time.perf_counter() - t0}
+            except DifflabError as e:
+                rows.append({"model": "diffusers", "sampler": sampler, "steps": steps, "nfe": steps, "error": str(e)})
+                continue
+            name = f"diffusers {sampler}"
+        else:
+            res = generate(models[label], tuple(data_shape), sampler=sampler, steps=max(steps, 1), n=n, seed=seed,
+                           batch=batch, device=device)
+            name = sampler
+        metrics = evaluate_samples(res["x"], data_name, data_dir=data_dir, seed=seed)
+        rows.append({"model": label, "sampler": name, "steps": steps, "nfe": res["nfe"],
+                     "seconds_per_sample": res["seconds"] / n, **{k: v for k, v in metrics.items() if _scalar(v)}})
+    machine = f"{platform.machine()} {torch.get_num_threads()} threads" + (
+        f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU")
+    result = {"data": data_name, "n_samples": n, "seed": seed, "machine": machine, "rows": rows}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    _write_tables(result, out)
+    series = {}
+    for r in rows:
+        if "quality" in r and r["sampler"] != "pf_adaptive":
+            key = f"{r['sampler']}" + ("" if r["model"] in ("difflab", "diffusers") else f" [{r['model']}]")
+            series.setdefault(key, ([], []))
+            series[key][0].append(r["nfe"])
+            series[key][1].append(r["quality"])
+    qname = next((r.get("quality_name") for r in rows if "quality_name" in r), "quality")
+    viz.save_curves({k: tuple(zip(*sorted(zip(*v)))) for k, v in series.items()}, out / "quality_vs_nfe.png", "NFE",
+                    qname, title=f"{data_name}: {qname} vs NFE ({n} samples)", logx=True, logy=True)
+    return result
+
+
+def _scalar(v) -> bool:
+    return isinstance(v, (int, float, str)) and not (isinstance(v, float) and math.isnan(v))
+
+
+def _write_tables(result: dict, out: Path):
+    rows = result["rows"]
+    qname = next((r.get("quality_name") for r in rows if "quality_name" in r), "quality")
+    lines = [f"{result['data']}: {qname}; {result['n_samples']} samples per row; machine: {result['machine']}", "",
+             f"| model | sampler | NFE | {qname} | s/sample |", "|---|---|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r.get("model", ""), r["sampler"], -r["nfe"])):
+        q = f"{r['quality']:.4g}" if "quality" in r else r.get("error", "")
+        sps = f"{r['seconds_per_sample'] * 1e3:.2f} ms" if "seconds_per_sample" in r else ""
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['nfe']} | {q} | {sps} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    keys = sorted({k for r in rows for k in r})
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
