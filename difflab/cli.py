@@ -69,6 +69,9 @@ def _add_sample(sub):
     p.add_argument("--out", required=True, help="FILE.png (grid or scatter plot) or FILE.npz (arrays); both with --npz")
     p.add_argument("--npz", action="store_true", help="also write the samples as .npz beside the PNG")
     p.add_argument("--trajectory", action="store_true", help="also write a strip of the trajectory (images)")
+    p.add_argument("--init", default=None, help="SDEdit: start from these images (.npz with 'samples' or "
+                   "'images_uint8', or a folder of images) noised to --t0, instead of pure noise")
+    p.add_argument("--t0", type=float, default=0.5, help="with --init: the noise level to start from (0 returns the input)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -151,16 +154,44 @@ def cmd_sample(args) -> int:
     model, cfg, ckpt = load_model(args.checkpoint, use_ema=not args.no_ema, map_location=device)
     check_sampling_flags(cfg, args.overrides)
     shape = tuple((ckpt.state.get("extra") or {}).get("data_shape") or data_shape_of(cfg))
-    res = generate(model, shape, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed, eta=args.eta,
-                   clip=args.clip, label=args.label, batch=args.batch, device=device, progress=not args.no_progress,
-                   trajectory=args.trajectory)
-    x, traj, nfe = res["x"], res["trajectory"], res["nfe"]
+    if args.init:
+        x, nfe = _sdedit_from(args, model, cfg, device), args.steps
+        traj = None
+    else:
+        res = generate(model, shape, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed, eta=args.eta,
+                       clip=args.clip, label=args.label, batch=args.batch, device=device,
+                       progress=not args.no_progress, trajectory=args.trajectory)
+        x, traj, nfe = res["x"], res["trajectory"], res["nfe"]
     written = save_samples(x, Path(args.out), npz=args.npz)
     if traj is not None and traj.dim() == 5:
         written.append(viz.save_trajectory_strip(traj, Path(args.out).with_suffix("").as_posix() + "-trajectory.png",
                                                  scale=viz.auto_scale(traj.shape[-1])))
     print(f"{args.n} samples, {args.sampler}, {nfe} network evaluations per batch -> {', '.join(map(str, written))}")
     return 0
+
+
+def _sdedit_from(args, model, cfg, device):
+    """The images of --init (first --n), noised to --t0 and denoised with --sampler."""
+    import torch
+
+    from .methods.analysis import sdedit
+
+    init = Path(args.init)
+    if init.suffix == ".npz":
+        import numpy as np
+
+        arr = np.load(init)
+        key = "images_uint8" if "images_uint8" in arr else "samples"
+        if key not in arr:
+            raise CheckpointError(f"{init}: expected an array 'samples' or 'images_uint8', found {list(arr)}")
+        x = torch.from_numpy(arr[key][: args.n]).float()
+        x = x / 127.5 - 1 if key == "images_uint8" else x
+    else:
+        from .data import load_dataset
+
+        x = load_dataset(f"folder:{init}", image_size=cfg.data.image_size or None).x[: args.n]
+    g = torch.Generator(device).manual_seed(args.seed)
+    return sdedit(model, x.to(device), args.t0, sampler=args.sampler, steps=args.steps, generator=g).cpu()
 
 
 def cmd_info(args) -> int:
@@ -206,7 +237,7 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "demo": 
 
 # Methods add their own commands: each module has ``register(subparsers) -> {command: function(args) -> int}``.
 METHOD_CLIS = ("difflab.methods.time_predictor", "difflab.methods.guidance", "difflab.methods.dsno",
-               "difflab.metrics.cli")
+               "difflab.methods.analysis", "difflab.metrics.cli")
 
 
 def _register_methods(ap: argparse.ArgumentParser) -> dict:

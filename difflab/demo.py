@@ -71,7 +71,7 @@ def _toy_section(out: Path, steps: int, progress: bool) -> list[str]:
                      f"| {r['mmd2']:.4f} | {r['coverage']:.2f} | {r['weight_tv']:.3f} |")
     lines += [f"(true samples: mean log-density {rows[0]['ref_mean_log_density']:.3f})", "",
               "![toy samples](toy_samples.png)", ""]
-    return lines
+    return lines, model, cfg
 
 
 def _digits_section(out: Path, steps: int, data_dir, progress: bool) -> list[str]:
@@ -103,6 +103,41 @@ def _digits_section(out: Path, steps: int, data_dir, progress: bool) -> list[str
               "![progressive](digits_progressive_x0.png)", "",
               "Interpolation of two test digits through the latent at t = 0.5:", "",
               "![interpolation](digits_interpolation.png)", ""]
+    return lines, model, cfg
+
+
+def _bench_section(out: Path, model, cfg, n: int, progress: bool) -> list[str]:
+    """`difflab bench` on a quickstart model: every sampler at NFE 20/10/5 plus diffusers peers."""
+    from .build import data_shape_of
+    from .metrics.bench import default_grid, run_bench
+
+    name = cfg.data.name.replace(":", "_")
+    try:
+        import diffusers  # noqa: F401
+
+        peers = True
+    except ImportError:
+        peers = False
+    res = run_bench(model, cfg.data.name, data_shape_of(cfg), out / f"bench_{name}", grid=default_grid((20, 10, 5)),
+                    n=n, peers=peers, progress=progress)
+    table = (out / f"bench_{name}" / "table.md").read_text()
+    return [f"### Benchmark: {cfg.data.name}, every sampler by NFE (`difflab bench`)", "", table,
+            f"![quality vs NFE](bench_{name}/quality_vs_nfe.png)", ""] + ([] if peers else
+            ["(diffusers not installed: no external peers.)", ""]) + [f"({len(res['rows'])} rows; JSON in bench_{name}/results.json)", ""]
+
+
+def _method_sections(out: Path, toy, digits, progress: bool) -> list[str]:
+    """Each method module that offers a ``demo_section`` shows itself on the two quickstart models."""
+    import importlib
+
+    lines = []
+    for name in ("time_predictor", "guidance", "dsno"):
+        try:
+            mod = importlib.import_module(f"difflab.methods.{name}")
+        except ModuleNotFoundError:
+            continue
+        if hasattr(mod, "demo_section"):
+            lines += mod.demo_section(out, toy[0], toy[1], digits[0], digits[1], progress)
     return lines
 
 
@@ -113,11 +148,12 @@ def run_demo(out: Path, *, toy_steps: int = 3000, digits_steps: int = 1500, data
     lines = ["# difflab quickstart report", "",
              f"Samplers: {', '.join(SAMPLERS)}. Machine: {torch.get_num_threads()} CPU threads"
              f"{' + CUDA' if torch.cuda.is_available() else ''}.", ""]
-    lines += _toy_section(out, toy_steps, progress)
-    lines += _digits_section(out, digits_steps, data_dir, progress)
-    lines += [f"Total demo time: {time.perf_counter() - t0:.0f} s.", "",
-              "Not in this quickstart yet: time-predictor sampling, discriminator guidance, DSNO, FID tables "
-              "(their issues are open)."]
+    toy_lines, toy_model, toy_cfg = _toy_section(out, toy_steps, progress)
+    digits_lines, digits_model, digits_cfg = _digits_section(out, digits_steps, data_dir, progress)
+    lines += toy_lines + _bench_section(out, toy_model, toy_cfg, 1000, progress)
+    lines += digits_lines + _bench_section(out, digits_model, digits_cfg, 500, progress)
+    lines += _method_sections(out, (toy_model, toy_cfg), (digits_model, digits_cfg), progress)
+    lines += [f"Total demo time: {time.perf_counter() - t0:.0f} s."]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
