@@ -127,7 +127,7 @@ def load_model(path: str | os.PathLike, *, use_ema: bool = True, map_location: s
     state, which = ckpt.model_state, "model"
     if use_ema and ckpt.ema_state is not None:
         state, which = ckpt.ema_state, "EMA"
-    elif use_ema and ckpt.state:
+    elif use_ema and "optimizer" in ckpt.state:  # a full training checkpoint without EMA (zoo files hold EMA weights)
         warnings.warn(f"checkpoint {ckpt.path} has no EMA weights; using the raw model weights", stacklevel=2)
     shape = extra.get("data_shape")
     if not shape:

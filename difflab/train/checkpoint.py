@@ -510,7 +510,7 @@ def _load_weights_file(path: Path, map_location: Any) -> Checkpoint:
         config=config,
         model_state=tensors,
         ema_state=None,
-        state={},
+        state={"extra": json.loads(metadata["extra"])} if "extra" in metadata else {},
         path=path,
         kind=metadata.get("kind", ""),
         meta=metadata,
@@ -533,6 +533,11 @@ def load_checkpoint(
     arbitrary Python objects (it runs pickle; only for runs you trust).
     """
     path = Path(path)
+    if not path.exists():
+        from difflab import zoo  # a bare name like "digits-ddpm" is a shipped model
+
+        if zoo.is_zoo_name(path):
+            path = zoo.resolve(path)
     if path.is_file():
         if path.suffix != ".safetensors":
             raise CheckpointError(
