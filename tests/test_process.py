@@ -209,14 +209,16 @@ def test_dsm_loss_is_zero_mean_error_for_exact_model_and_weights():
     mix = GaussianMixture(torch.zeros(1, 2), stds=1.0)  # N(0, I): ε* = x_t exactly
     sched = VPLinear()
     model = exact_mixture_model(mix, sched)
-    x0 = torch.randn(256, 2, dtype=F64)
-    t = torch.rand(256, dtype=F64) * 0.99 + 0.01
-    noise = torch.randn(256, 2, dtype=F64)
+    g = torch.Generator().manual_seed(0)
+    n = 20_000
+    x0 = torch.randn(n, 2, dtype=F64, generator=g)
+    t = torch.rand(n, dtype=F64, generator=g) * 0.99 + 0.01
+    noise = torch.randn(n, 2, dtype=F64, generator=g)
     out = dsm_loss(model, sched, x0, t, noise=noise)
     # For standard normal data, x_t ~ N(0, I) and E[ε | x_t] = σ x_t, so the minimum DSM loss is
-    # E‖ε - σ x_t‖²/D = 1 - σ²: check the Monte-Carlo mean against it.
+    # E‖ε - σ x_t‖²/D = 1 - σ² (= ᾱ): the Monte-Carlo mean over 20k draws agrees to ~0.01.
     expected = float((1 - sched.sigma(t) ** 2).mean())
-    assert float(out["loss"].mean()) == pytest.approx(expected, abs=0.05)
+    assert float(out["loss"].mean()) == pytest.approx(expected, abs=0.015)
     lw = dsm_loss(model, sched, x0, t, noise=noise, likelihood_weighting=True)
     torch.testing.assert_close(lw["loss"], out["mse"] * sched.beta(t) / sched.sigma(t) ** 2)
 
