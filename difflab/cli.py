@@ -26,7 +26,10 @@ EXAMPLES = {
     "sample": """examples:
   difflab sample runs/toy --sampler ddim --steps 50 --n 2000 --out toy.png
   difflab sample runs/digits --sampler ancestral --steps 1000 --n 64 --seed 1 --out grid.png
-  difflab sample runs/mnist --sampler pf_heun --steps 18 --n 10000 --out mnist.npz --no-progress""",
+  difflab sample runs/mnist --sampler pf_heun --steps 18 --n 10000 --out mnist.npz --no-progress
+  difflab sample toy-ddpm --sampler ddim --steps 20 --n 2000 --out toy.png          (a shipped zoo model)
+  difflab sample diffusers:./ddpm-cifar10-32 --sampler ddim --steps 50 --out c.png  (a diffusers pipeline)
+  difflab sample improved-diffusion:model.pt --flags "--image_size 32 --num_channels 128 --num_res_blocks 3 --learn_sigma True" --out c.png""",
     "info": """examples:
   difflab info runs/toy
   difflab info runs/toy/checkpoints/step-00002000""",
@@ -73,6 +76,7 @@ def _add_sample(sub):
                    "'images_uint8', or a folder of images) noised to --t0, instead of pure noise")
     p.add_argument("--t0", type=float, default=0.5, help="with --init: the noise level to start from (0 returns the input)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--flags", default=None, help="for improved-diffusion:MODEL.pt, their model/diffusion flags")
 
 
 def _device(name: str):
@@ -151,9 +155,12 @@ def cmd_sample(args) -> int:
     from .train.api import load_model
 
     device = _device(args.device)
-    model, cfg, ckpt = load_model(args.checkpoint, use_ema=not args.no_ema, map_location=device)
-    check_sampling_flags(cfg, args.overrides)
-    shape = tuple((ckpt.state.get("extra") or {}).get("data_shape") or data_shape_of(cfg))
+    if args.checkpoint.startswith(("diffusers:", "improved-diffusion:")):
+        model, shape = _load_external(args.checkpoint, args.flags, device)
+    else:
+        model, cfg, ckpt = load_model(args.checkpoint, use_ema=not args.no_ema, map_location=device)
+        check_sampling_flags(cfg, args.overrides)
+        shape = tuple((ckpt.state.get("extra") or {}).get("data_shape") or data_shape_of(cfg))
     if args.init:
         x, nfe = _sdedit_from(args, model, cfg, device), args.steps
         traj = None
@@ -168,6 +175,22 @@ def cmd_sample(args) -> int:
                                                  scale=viz.auto_scale(traj.shape[-1])))
     print(f"{args.n} samples, {args.sampler}, {nfe} network evaluations per batch -> {', '.join(map(str, written))}")
     return 0
+
+
+def _load_external(spec: str, flags, device):
+    """A pre-trained model from another toolkit: 'diffusers:FOLDER' (a save_pretrained pipeline or
+    UNet folder) or 'improved-diffusion:MODEL.pt' with --flags "their model/diffusion flags"."""
+    from . import interop
+
+    kind, path = spec.split(":", 1)
+    if kind == "diffusers":
+        model = interop.load_diffusers(path, device=device)
+    else:
+        if not flags:
+            raise CheckpointError("improved-diffusion checkpoints need --flags (their model and diffusion flags, "
+                                  "e.g. \"--image_size 32 --num_channels 128 --learn_sigma True\")")
+        model = interop.load_improved_diffusion(path, flags)
+    return model.to(device).eval(), tuple(model.data_shape)
 
 
 def _sdedit_from(args, model, cfg, device):
