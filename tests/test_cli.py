@@ -101,3 +101,16 @@ def test_help_has_examples(cmd, capsys):
         main([cmd, "--help"])
     assert e.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_sample_a_diffusers_pipeline(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(16, 32),
+                                 layers_per_block=1, norm_num_groups=8,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(num_train_timesteps=100)).save_pretrained(tmp_path / "p")
+    out = tmp_path / "s.npz"
+    assert main(["sample", f"diffusers:{tmp_path / 'p'}", "--sampler", "ddim", "--steps", "5", "--n", "4",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert np.load(out)["samples"].shape == (4, 1, 8, 8)
+    assert main(["sample", "improved-diffusion:x.pt", "--out", str(out)]) == 2  # no --flags: one clear line
