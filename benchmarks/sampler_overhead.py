@@ -35,8 +35,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--preset", default="8x8")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     size = {"8x8": 8, "28x28": 28, "32x32": 32}[args.preset]
     chans = 3 if args.preset == "32x32" else 1
