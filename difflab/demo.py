@@ -148,7 +148,12 @@ def run_demo(out: Path, *, toy_steps: int = 3000, digits_steps: int = 1500, data
     lines = ["# difflab quickstart report", "",
              f"Samplers: {', '.join(SAMPLERS)}. Machine: {torch.get_num_threads()} CPU threads"
              f"{' + CUDA' if torch.cuda.is_available() else ''}.", ""]
-    toy_lines, toy_model, toy_cfg = _toy_section(out, toy_steps, progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 2-D MLP is too small for threads: they only add overhead (and contend)
+    try:
+        toy_lines, toy_model, toy_cfg = _toy_section(out, toy_steps, progress)
+    finally:
+        torch.set_num_threads(threads)
     digits_lines, digits_model, digits_cfg = _digits_section(out, digits_steps, data_dir, progress)
     lines += toy_lines + _bench_section(out, toy_model, toy_cfg, 1000, progress)
     lines += digits_lines + _bench_section(out, digits_model, digits_cfg, 500, progress)
