@@ -10,6 +10,9 @@
 * Samplers run under ``torch.no_grad()``; a wrapper that needs gradients (guidance) enables them itself.
 * Returns a :class:`SampleResult` with the final x, the network evaluations used, and on request the
   trajectory (N+1, B, ...) and the x̂0 predicted at every step (N, B, ...) — progressive generation.
+* A step's coefficients (α, σ, β, ᾱ) are the grid's, unless the model output asks for its own time
+  (``out.time_in_coefficients`` true, set by time-predictor sampling): then they are taken per sample
+  at ``out.t`` (see :func:`_out_coefs`); the step sizes stay the grid's.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import bcast
 from ..process.gaussian import GaussianDiffusion
 from ..process.respace import respace
 from ..process.schedules import F64, DiscreteSchedule
@@ -70,6 +74,54 @@ def _eval(model, x, t: float, y, rec: _Recorder):
     return model(x, torch.full((x.shape[0],), t, dtype=F64, device=x.device), y)
 
 
+def _out_coefs(model, out, like):
+    """(α, σ, β) at the output's own time ``out.t``, each (B, 1, ...) like ``like``, when the output
+    asks for it (``time_in_coefficients``); None otherwise, and the step uses the grid's numbers.
+
+    Only time-predictor sampling sets the flag: its outputs belong to a predicted time g(x) that
+    differs per sample from the grid's, and its original form (Algorithm 3) evaluates β and the
+    score at that time too."""
+    if not getattr(out, "time_in_coefficients", False):
+        return None
+    t, s = out.t.detach().to("cpu", F64), model.schedule
+    return bcast(s.alpha(t), like), bcast(s.sigma(t), like), bcast(s.beta(t), like)
+
+
+def _sqrt(v):
+    """√max(v, 0) of a grid float (math, as always) or of a per-sample tensor (a predicted time's)."""
+    return math.sqrt(max(v, 0.0)) if isinstance(v, float) else v.clamp_min(0.0).sqrt()
+
+
+def _posterior_step_at(out, x, ab_t, t_to: float, schedule, clip_denoised: bool, var_type: str):
+    """The ancestral step from per-sample times t (given as ᾱ_t, (B, 1, ...)) to the grid time
+    ``t_to``: q(x_s | x_t, x̂0) of the two-time process ᾱ_{t|s} = ᾱ_t / ᾱ_s. A sample already at or
+    below s (t <= s) stays where it is: the step's coefficients are taken at t = s (mean x, std 0),
+    the limit as t decreases to s. Returns (mean, std, x̂0); 'learned_range' interpolates between
+    this step's β and β̃."""
+    ab_s = float(schedule.alpha_bar(t_to))
+    x0 = (x - (1 - ab_t).clamp_min(0).sqrt() * out.eps) / ab_t.sqrt()
+    if clip_denoised:
+        x0 = x0.clamp(-1, 1)
+    ab_t = ab_t.clamp(max=ab_s)
+    a_step = ab_t / ab_s
+    b_step = 1 - a_step
+    denom = (1 - ab_t).clamp_min(1e-20)
+    mean = math.sqrt(ab_s) * b_step / denom * x0 + a_step.sqrt() * (1 - ab_s) / denom * x
+    small = b_step * (1 - ab_s) / denom
+    if var_type == "fixed_small":
+        var = small
+    elif var_type == "fixed_large":
+        var = b_step
+    elif var_type == "learned":
+        var = torch.exp(out.var_out)
+    elif var_type == "learned_range":
+        frac = (out.var_out + 1) / 2
+        var = torch.exp(frac * torch.log(b_step.clamp_min(1e-20)) + (1 - frac) * torch.log(small.clamp_min(1e-20)))
+    else:
+        raise ValueError(f"unknown var_type {var_type!r}")
+    return mean, var.clamp_min(0).sqrt(), x0
+
+
 def _steps(n: int, progress: bool, desc: str):
     if not progress:
         return range(n)
@@ -101,6 +153,12 @@ def ancestral(model, x, ts, *, y=None, clip_denoised=False, var_type=None, gener
         k = N - 1 - n
         i = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
         out = _eval(model, x, float(diff.times[k]), y, rec)
+        c = _out_coefs(model, out, x)
+        if c is not None:
+            mean, std, x0 = _posterior_step_at(out, x, c[0] ** 2, float(ts[n + 1]), model.schedule, clip_denoised, vt)
+            x = mean + std * noise(n, x) if k > 0 else mean
+            rec.step(x, x0)
+            continue
         p = diff.p_mean_variance(out, x, i, clip_denoised, vt)
         x = p["mean"] + torch.exp(0.5 * p["log_variance"]) * noise(n, x) if k > 0 else p["mean"]
         rec.step(x, p["pred_x0"])
@@ -115,15 +173,16 @@ def ddim(model, x, ts, *, y=None, eta=0.0, clip_denoised=False, generator=None, 
     ab = model.schedule.alpha_bar(ts).tolist()
     noise, rec = _noise_fn(noise_sampler, generator), _Recorder(x, ts, return_trajectory)
     for n in _steps(len(ts) - 1, progress, "ddim"):
-        a_t, a_s = ab[n], ab[n + 1]
-        eps = _eval(model, x, float(ts[n]), y, rec).eps
-        x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+        out = _eval(model, x, float(ts[n]), y, rec)
+        eps, c = out.eps, _out_coefs(model, out, x)
+        a_t, a_s = ab[n] if c is None else c[0] ** 2, ab[n + 1]
+        x0 = (x - _sqrt(1 - a_t) * eps) / _sqrt(a_t)
         if clip_denoised:
             x0 = x0.clamp(-1, 1)
-            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
-        sig = eta * math.sqrt(max((1 - a_s) / (1 - a_t) * (1 - a_t / a_s), 0.0))
-        x = math.sqrt(a_s) * x0 + math.sqrt(max(1 - a_s - sig**2, 0.0)) * eps
-        if sig > 0:
+            eps = (x - _sqrt(a_t) * x0) / _sqrt(1 - a_t)
+        sig = eta * _sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
+        x = _sqrt(a_s) * x0 + _sqrt(1 - a_s - sig**2) * eps
+        if (sig > 0) if c is None else eta > 0:
             x = x + sig * noise(n, x)
         rec.step(x, x0)
     return rec.result(x)
@@ -141,8 +200,11 @@ def _denoise(model, x, ts, y, rec, denoise: bool):
     if not denoise or t == 0.0:
         return x
     s = model.schedule
-    eps = _eval(model, x, t, y, rec).eps
-    return (x - float(s.sigma(t)) * eps) / float(s.alpha(t))
+    out = _eval(model, x, t, y, rec)
+    c = _out_coefs(model, out, x)
+    if c is not None:
+        return (x - c[1] * out.eps) / c[0]
+    return (x - float(s.sigma(t)) * out.eps) / float(s.alpha(t))
 
 
 @torch.no_grad()
@@ -156,11 +218,13 @@ def euler_maruyama(model, x, ts, *, y=None, denoise=True, generator=None, noise_
     N = len(ts) - 1
     for n in _steps(N, progress, "euler-maruyama"):
         dt = float(ts[n + 1] - ts[n])
-        eps = _eval(model, x, float(ts[n]), y, rec).eps
-        x0 = (x - sg[n] * eps) / al[n]
-        x = x + (-0.5 * be[n] * x + be[n] / sg[n] * eps) * dt
+        out = _eval(model, x, float(ts[n]), y, rec)
+        eps, c = out.eps, _out_coefs(model, out, x)
+        a, s, b = (al[n], sg[n], be[n]) if c is None else c
+        x0 = (x - s * eps) / a
+        x = x + (-0.5 * b * x + b / s * eps) * dt
         if n < N - 1:
-            x = x + math.sqrt(be[n] * -dt) * noise(n, x)
+            x = x + _sqrt(b * -dt) * noise(n, x)
         rec.step(x, x0)
     return rec.result(_denoise(model, x, ts, y, rec, denoise))
 
@@ -178,9 +242,11 @@ def pf_euler(model, x, ts, *, y=None, denoise=True, generator=None, noise_sample
     al, sg, be = _coefs(model, ts)
     rec = _Recorder(x, ts, return_trajectory)
     for n in _steps(len(ts) - 1, progress, "pf-euler"):
-        eps = _eval(model, x, float(ts[n]), y, rec).eps
-        x0 = (x - sg[n] * eps) / al[n]
-        x = x + float(ts[n + 1] - ts[n]) * _ode_drift(eps, x, be[n], sg[n])
+        out = _eval(model, x, float(ts[n]), y, rec)
+        eps, c = out.eps, _out_coefs(model, out, x)
+        a, s, b = (al[n], sg[n], be[n]) if c is None else c
+        x0 = (x - s * eps) / a
+        x = x + float(ts[n + 1] - ts[n]) * _ode_drift(eps, x, b, s)
         rec.step(x, x0)
     return rec.result(_denoise(model, x, ts, y, rec, denoise))
 
@@ -195,13 +261,17 @@ def pf_heun(model, x, ts, *, y=None, denoise=True, generator=None, noise_sampler
     rec = _Recorder(x, ts, return_trajectory)
     for n in _steps(len(ts) - 1, progress, "pf-heun"):
         dt = float(ts[n + 1] - ts[n])
-        eps = _eval(model, x, float(ts[n]), y, rec).eps
-        x0 = (x - sg[n] * eps) / al[n]
-        d = _ode_drift(eps, x, be[n], sg[n])
+        out = _eval(model, x, float(ts[n]), y, rec)
+        eps, c = out.eps, _out_coefs(model, out, x)
+        a, s, b = (al[n], sg[n], be[n]) if c is None else c
+        x0 = (x - s * eps) / a
+        d = _ode_drift(eps, x, b, s)
         x_next = x + dt * d
         if float(ts[n + 1]) > 0:
-            eps2 = _eval(model, x_next, float(ts[n + 1]), y, rec).eps
-            x_next = x + dt * 0.5 * (d + _ode_drift(eps2, x_next, be[n + 1], sg[n + 1]))
+            out2 = _eval(model, x_next, float(ts[n + 1]), y, rec)
+            c2 = _out_coefs(model, out2, x)
+            _, s2, b2 = (None, sg[n + 1], be[n + 1]) if c2 is None else c2
+            x_next = x + dt * 0.5 * (d + _ode_drift(out2.eps, x_next, b2, s2))
         x = x_next
         rec.step(x, x0)
     return rec.result(_denoise(model, x, ts, y, rec, denoise))
@@ -225,8 +295,11 @@ def pf_adaptive(model, x, ts, *, y=None, rtol=1e-5, atol=1e-5, method="dopri5", 
         # Runge–Kutta stages may overshoot the end time (the answer there is interpolated); the
         # drift is frozen at t_end beyond it, since below 0 the schedule has no meaning.
         tf = max(float(t), t_end)
-        eps = _eval(model, xt, tf, y, rec).eps
-        return _ode_drift(eps, xt, float(sched.beta(tf)), float(sched.sigma(tf)))
+        out = _eval(model, xt, tf, y, rec)
+        c = _out_coefs(model, out, xt)
+        if c is not None:
+            return _ode_drift(out.eps, xt, c[2], c[1])
+        return _ode_drift(out.eps, xt, float(sched.beta(tf)), float(sched.sigma(tf)))
 
     t_eval = ts.to(x.device, x.dtype) if return_trajectory else torch.stack([ts[0], ts[-1]]).to(x.device, x.dtype)
     sol = odeint(f, x, t_eval, rtol=rtol, atol=atol, method=method)
