@@ -215,10 +215,12 @@ def ckpt_case(args, work: Path) -> dict:
     model, cfg, ckpt = load_model(args.ckpt)
     shape = tuple((ckpt.state.get("extra") or {}).get("data_shape"))
     M = args.ckpt_M
+    clip = len(shape) == 3  # images: x̂0 clipped to [-1, 1] at every DDIM step, as image samplers do
     print(f"[ckpt] {ckpt.path}: data {cfg.data.name} {shape}, bank of {args.ckpt_n} DDIM trajectories", flush=True)
     t0 = time.perf_counter()
     generate_trajectories(model, work / "ckpt-bank", n=args.ckpt_n, M=M, spacing="quadratic", sampler="ddim",
-                          steps=args.ckpt_steps, shard_size=max(args.ckpt_n // 4, 1), shape=shape, progress=False)
+                          steps=args.ckpt_steps, shard_size=max(args.ckpt_n // 4, 1), shape=shape,
+                          clip_denoised=clip, progress=False)
     bank_s = time.perf_counter() - t0
     bank = TrajectoryDataset(work / "ckpt-bank")
     dsno = dsno_from_teacher(model, bank.times, modes=args.modes)
@@ -230,11 +232,12 @@ def ckpt_case(args, work: Path) -> dict:
     train_s = time.perf_counter() - t0
     n_test = args.ckpt_test
     generate_trajectories(model, work / "ckpt-test", n=n_test, M=M, spacing="quadratic", sampler="ddim",
-                          steps=args.ckpt_steps, shard_size=n_test, seed=1, shape=shape, progress=False)
+                          steps=args.ckpt_steps, shard_size=n_test, seed=1, shape=shape, clip_denoised=clip,
+                          progress=False)
     test = TrajectoryDataset(work / "ckpt-test")
     t_dsno, r = timed(lambda: dsno_sample(ema, test.x, return_trajectory=True))
     grid, _ = refine_grid(test.times, args.ckpt_steps)
-    t_teacher, _ = timed(lambda: ddim(model, test.x, grid), repeats=1)
+    t_teacher, _ = timed(lambda: ddim(model, test.x, grid, clip_denoised=clip), repeats=1)
     out = {"checkpoint": str(ckpt.path), "data": cfg.data.name, "times": test.times.tolist(),
            "bank_seconds": bank_s, "train_seconds": train_s, "param_overhead": res["param_overhead"],
            "trajectory_error": {"DSNO (1 NFE)": trajectory_error(r.trajectory.transpose(0, 1), test.y).tolist(),
@@ -242,7 +245,7 @@ def ckpt_case(args, work: Path) -> dict:
            "final_rmse": {}, "seconds_per_sample": {"DSNO": t_dsno / n_test, "teacher": t_teacher / n_test}}
     out["final_rmse"]["DSNO 1"] = float((r.x - test.y[:, -1]).pow(2).mean().sqrt())
     for nfe in (1, 2, 4):
-        x = ddim(model, test.x, time_grid(model.schedule, nfe, spacing="uniform")).x
+        x = ddim(model, test.x, time_grid(model.schedule, nfe, spacing="uniform"), clip_denoised=clip).x
         out["final_rmse"][f"DDIM {nfe}"] = float((x - test.y[:, -1]).pow(2).mean().sqrt())
     if args.fid and cfg.data.name in ("mnist", "fashion-mnist"):
         from difflab.metrics import evaluate_images
@@ -252,9 +255,9 @@ def ckpt_case(args, work: Path) -> dict:
         out["fid"] = f"skipped: the evaluator covers mnist / fashion-mnist, not {cfg.data.name}"
     print(f"\n== checkpoint teacher {ckpt.path} ({cfg.data.name}) ==  bank {bank_s:.0f} s, training {train_s:.0f} s, "
           f"temporal +{res['param_overhead']['overhead_pct']:.1f}% params")
-    print("  t          " + "".join(f"{t:>8.3f}" for t in out["times"]))
+    print(f"  {'t':<16}" + "".join(f"{t:>8.3f}" for t in out["times"]))
     for k, v in out["trajectory_error"].items():
-        print(f"  {k:<11}" + "".join(f"{e:>8.4f}" for e in v))
+        print(f"  {k:<16}" + "".join(f"{e:>8.4f}" for e in v))
     print("  final-sample RMSE vs the teacher's DDIM sample: " + ", ".join(f"{k} {v:.4f}" for k, v in out["final_rmse"].items()))
     sp = out["seconds_per_sample"]
     print(f"  per sample: DSNO {1e3 * sp['DSNO']:.2f} ms, teacher {1e3 * sp['teacher']:.2f} ms; FID: {out.get('fid', 'not asked (--fid)')}")

@@ -249,7 +249,7 @@ def test_bank_npz_format(tmp_path):
 def test_toy_pipeline_beats_trivial_baselines(tmp_path):
     """Exact-score teacher on toy:ring8 -> 3000 PF-Heun trajectories at M = 6 -> 400 training steps of a small MLP
     operator -> one-step samples on 500 held-out noises. The RMS error at the final time must be far below
-    predicting x_T (≈ 0.47) or the mean trajectory (≈ 1.0); measured ≈ 0.12 (see the report)."""
+    predicting x_T (0.48) or the mean trajectory (1.00); measured 0.119, and 0.054 vs 0.216 averaged over t < 1."""
     sched = GaussianDiffusion(linear_betas(1000)).schedule
     mix = toy_mixture("toy:ring8")
     teacher = exact_mixture_model(mix, sched)
@@ -261,7 +261,9 @@ def test_toy_pipeline_beats_trivial_baselines(tmp_path):
     dsno = build_dsno(MLP(2, 64, 3), sched, bank.times, modes=3)
     tcfg = TrainConfig(steps=400, batch_size=256, lr=2e-3, warmup_steps=20, ema_rate=0.99, ckpt_every=0,
                        log_every=100, lr_schedule="cosine", device="cpu")
-    ema, res = fit_dsno(dsno, bank, tmp_path / "run", tcfg, schedule=sched, progress=False, tensorboard=False)
+    # max_weight 10 (not the default 100) so the middle of the trajectory counts too: it is asserted below
+    ema, res = fit_dsno(dsno, bank, tmp_path / "run", tcfg, schedule=sched, max_weight=10.0, progress=False,
+                        tensorboard=False)
     r = dsno_sample(ema, test.x, return_trajectory=True)
     assert r.nfe == 1 and r.trajectory.shape == (6, 500, 2) and torch.equal(r.x, r.trajectory[-1])
     err = trajectory_error(r.trajectory.transpose(0, 1), test.y)

@@ -182,3 +182,9 @@ def test_bad_grid_and_sampler_name():
         sample(model, (2, 2), sampler="dddim")
     with pytest.raises(ValueError, match="end at t = 0"):
         ancestral(model, torch.zeros(2, 2, dtype=F64), torch.tensor([1.0, 0.1]))
+
+
+def test_one_step_grid_starts_at_the_top():
+    d = GaussianDiffusion(linear_betas(1000))
+    torch.testing.assert_close(time_grid(d.schedule, 1), torch.tensor([1.0, 0.0], dtype=F64))
+    assert float(time_grid(d.schedule, 2)[0]) == 1.0

@@ -15,7 +15,7 @@ in one network evaluation. The pieces, in the order they are used::
 Readout. The operator's raw output o_m at time m is read as a trajectory point in one of two ways:
 ``"x0"`` (default): o_m is a data prediction and x(t_m) = (σ_m/σ_1) x_T + (α_m - σ_m α_1/σ_1) o_m, the
 DDIM jump from (x_T, t=1) to t_m with x̂0 = o_m — the start point is exact and the end point is o_M;
-``"x"``: x(t_m) = o_m directly (the reference implementation's choice).
+``"x"``: x(t_m) = o_m directly (the network predicts trajectory points, as in the paper's description).
 
 Training (:class:`DSNOObjective`): weighted L1 (or L2) over the M outputs with λ(t) = α_t/σ_t clamped at
 ``max_weight``; the dataset is the trajectory bank, with x = x_T and y = the target trajectory.
@@ -51,7 +51,9 @@ ODE_SAMPLERS = ("pf_heun", "ddim", "pf_euler")  # deterministic: DSNO learns the
 SPACINGS = ("uniform", "quadratic")
 READOUTS = ("x0", "x")
 LOSSES = ("l1", "l2")
-DEFAULT_MAX_WEIGHT = 10.0
+# λ(t) = α/σ is infinite at t = 0; 100 is its value at a DDPM's first trained step (t = 1e-3), so the sample
+# weighs most, as the one-step sampler needs (10 gave better mid-trajectory but worse final errors in a toy trial).
+DEFAULT_MAX_WEIGHT = 100.0
 
 __all__ = [
     "DSNO", "DSNOObjective", "TrajectoryDataset", "build_dsno", "dsno_from_teacher", "dsno_sample", "fit_dsno",
@@ -561,7 +563,7 @@ def load_dsno(path: str | os.PathLike, use_ema: bool = True,
 EXAMPLES = {
     "dsno-data": """examples:
   difflab dsno-data runs/toy --out runs/toy-bank --n 20000 --M 8
-  difflab dsno-data runs/digits --out runs/digits-bank --n 5000 --M 6 --sampler ddim --steps 50 --spacing uniform
+  difflab dsno-data runs/digits --out runs/digits-bank --n 5000 --M 6 --sampler ddim --clip --steps 50
   (rerun the same command after an interruption: finished shards are kept)""",
     "dsno-train": """examples:
   difflab dsno-train runs/toy --data runs/toy-bank --out runs/toy-dsno --steps 3000

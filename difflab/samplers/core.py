@@ -330,7 +330,8 @@ def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, s
     if spacing == "respace":
         T = schedule.num_timesteps
         top = min(max(int(round(t_max * T)), 1), T)  # trained indices 0 .. top-1 lie in (0, t_max]
-        kept = respace(top, str(min(steps, top)))
+        # One step must start at the top (Improved DDPM's single-section "1" keeps index 0 instead).
+        kept = [top - 1] if steps == 1 else respace(top, str(min(steps, top)))
         times = (torch.tensor(kept, dtype=F64) + 1) / T
         times = times[times > t_min]
         return torch.cat([times.flip(0), torch.tensor([t_min], dtype=F64)])
