@@ -5,7 +5,6 @@ float32 (N, D). Labels are int64 (N,) or absent.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from difflab.io import file_hexdigest
 from difflab.errors import DataError
 
 DATA_ENV = "DIFFLAB_DATA"
@@ -128,12 +128,8 @@ def subset_indices(n: int, num_samples: int | None, seed: int, what: str) -> np.
     return np.sort(np.random.default_rng(seed).permutation(n)[:num_samples])
 
 
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def md5_file(path: Path) -> str:
+    return file_hexdigest(path, "md5")
 
 
 def check_md5(path: Path, expected: str) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from difflab.io import atomic_write, read_json, write_json
 from difflab.errors import CheckpointError, ConfigError, DataError
 from difflab.nets.mlp import MLP
 from difflab.nets.temporal import MLPOperator, UNetOperator, temporal_blocks
@@ -125,20 +126,11 @@ def _shard_name(k: int, fmt: str) -> str:
 
 
 def _save_shard(path: Path, arrays: dict[str, torch.Tensor]) -> None:
-    """Write atomically (temp file, fsync, rename): a killed run leaves whole shards or none."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            if path.suffix == ".npz":
-                np.savez(f, **{k: v.numpy() for k, v in arrays.items()})
-            else:
-                torch.save(arrays, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write atomically: a killed run leaves whole shards or none."""
+    if path.suffix == ".npz":
+        atomic_write(path, lambda f: np.savez(f, **{k: v.numpy() for k, v in arrays.items()}))
+    else:
+        atomic_write(path, lambda f: torch.save(arrays, f))
 
 
 def _load_shard(path: Path) -> dict[str, torch.Tensor]:
@@ -162,19 +154,9 @@ def _shard_ok(path: Path, count: int) -> bool:
 
 
 def _read_meta(out_dir: Path) -> dict | None:
-    p = out_dir / META
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except ValueError:
-        raise DataError(f"{p}: not valid JSON; expected a DSNO trajectory bank's meta.json") from None
+    return read_json(out_dir / META, "expected a DSNO trajectory bank's meta.json")
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 # settings a resumed bank must share with the one on disk (n may grow: more shards are added)
@@ -225,7 +207,7 @@ def generate_trajectories(model, out_dir: str | os.PathLike, n: int, M: int, spa
         if diff:
             raise DataError(f"{out_dir} holds trajectories with {diff[0]} = {old.get(diff[0])!r}, not "
                             f"{meta[diff[0]]!r}; use a new --out dir or the same settings to resume")
-    _write_json(out_dir / META, meta)
+    write_json(out_dir / META, meta)
 
     batch = batch_size or shard_size
     solve = SAMPLERS[sampler]
@@ -540,7 +522,7 @@ def train_dsno(teacher_ckpt: str | os.PathLike, data_dir: str | os.PathLike, run
     _, res = fit_dsno(dsno, data, run_dir, tcfg, schedule=teacher.schedule, loss=loss, max_weight=max_weight,
                       config={"teacher": tcfg_full.to_dict(), "teacher_checkpoint": str(ckpt.path),
                               "bank": str(data_dir)}, resume=resume, progress=progress)
-    _write_json(run_dir / "dsno.json", {**res, "bank": str(data_dir), "teacher_checkpoint": str(ckpt.path)})
+    write_json(run_dir / "dsno.json", {**res, "bank": str(data_dir), "teacher_checkpoint": str(ckpt.path)})
     return res
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from difflab.io import atomic_write, read_json, write_json
 from difflab.errors import DataError
 
 MANIFEST = "bank.json"
@@ -89,32 +90,15 @@ def _write_shard(path: Path, k: int, x: np.ndarray, y: np.ndarray | None, settin
     if y is not None:
         arrays["y"] = y
         meta["y_sha256"] = _digest(y)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays))
 
 
 def _write_manifest(out_dir: Path, manifest: dict) -> None:
-    tmp = out_dir / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
+    write_json(out_dir / MANIFEST, manifest)
 
 
 def _read_manifest(out_dir: Path) -> dict | None:
-    p = out_dir / MANIFEST
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except ValueError:
-        raise DataError(f"{p}: not valid JSON; delete the bank directory to start again") from None
+    return read_json(out_dir / MANIFEST, "delete the bank directory to start again")
 
 
 def generate_bank(model, sampler: str = "ddim", steps: int = 50, n: int = 10_000, out_dir: str | os.PathLike = "bank",

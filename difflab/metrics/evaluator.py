@@ -12,7 +12,6 @@ real data are computed once and cached as .npz under ``$DIFFLAB_CACHE/ref`` (def
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from difflab.io import file_hexdigest
 from difflab.errors import CheckpointError, DataError
 from difflab.metrics.features import frechet_distance, inception_score, kid, precision_recall
 
@@ -85,14 +85,6 @@ def evaluator_path(name: str) -> Path:
     return WEIGHTS_DIR / f"evaluator-{_check_name(name)}.safetensors"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_evaluator(name: str = "mnist", device="cpu", path: str | os.PathLike | None = None) -> MnistEvaluator:
     """The trained evaluator for ``name`` ("mnist" or "fashion-mnist"), in eval mode.
 
@@ -122,7 +114,7 @@ def load_evaluator(name: str = "mnist", device="cpu", path: str | os.PathLike | 
     except RuntimeError as e:
         raise CheckpointError(f"{p}: weights do not match MnistEvaluator ({' '.join(str(e).split())[:200]})") from None
     model.eval().requires_grad_(False).to(device)
-    model.weights_path, model.weights_sha256 = p, sha256_file(p)
+    model.weights_path, model.weights_sha256 = p, file_hexdigest(p)
     model.metadata, model.feature_space = meta, f"difflab-{name}"
     return model
 
