@@ -19,6 +19,17 @@ def _mpl():
     return plt
 
 
+def save_figure(fig, path) -> Path:
+    """Lay out, write as PNG (creating the folder) and close a matplotlib figure."""
+    plt = _mpl()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats -> uint8 (N, C, H, W)."""
     return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -49,8 +60,6 @@ def auto_scale(image_size: int) -> int:
 def save_scatter(panels: dict, path, reference: torch.Tensor | None = None, lim: float | None = None) -> Path:
     """Side-by-side 2-D scatter plots, one per ``{title: (N, 2) samples}``, optional reference points in grey."""
     plt = _mpl()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.3), squeeze=False)
     if lim is None:
@@ -68,18 +77,13 @@ def save_scatter(panels: dict, path, reference: torch.Tensor | None = None, lim:
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_curves(series: dict, path, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
                 logy: bool = False, hlines: dict | None = None) -> Path:
     """Line plot of ``{label: (xs, ys)}`` (e.g. FID vs NFE per sampler)."""
     plt = _mpl()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), marker="o", ms=3, label=label)
@@ -96,10 +100,7 @@ def save_curves(series: dict, path, xlabel: str, ylabel: str, title: str = "", l
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_trajectory_strip(trajectory: torch.Tensor, path, num_frames: int = 10, scale: int = 1) -> Path:

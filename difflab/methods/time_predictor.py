@@ -617,12 +617,9 @@ def plot_accuracy(acc: dict, path: str | os.PathLike, title: str = "") -> Path:
     axes[1].legend(fontsize=8, markerscale=4)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from difflab.viz import save_figure
+
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -687,12 +684,9 @@ def plot_drift(drift: dict, path: str | os.PathLike, title: str = "") -> Path:
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from difflab.viz import save_figure
+
+    return save_figure(fig, path)
 
 
 def drift_table(drift: dict) -> list[str]:
