@@ -134,29 +134,47 @@ def diffusers_sample(model, shape, scheduler: str, nfe: int, *, generator=None, 
 
 
 # ---------------------------------------------------------------------------- the benchmark
+# The papers' reference ratios (method / its base sampler), printed under every table that has such rows.
+REFERENCE_RATIOS = {
+    "TP": "0.42 (TP-EM / EM at T=10, CIFAR-10 VP-SDE, Inception FID)",
+    "DG": "0.87 (EDM-G++ / EDM, CIFAR-10 unconditional, Inception FID)",
+    "DSNO": "1.51 (DSNO at 1 NFE / its ODE teacher, CIFAR-10, Inception FID)",
+}
+
+
 def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int = 1000, seed: int = 0, data_dir=None,
-              peers: bool = True, extra_models: dict | None = None, batch: int = 500, device="cpu",
-              progress: bool = True) -> dict:
-    """Every (sampler, steps) of ``grid`` on ``model`` (and diffusers peers at the same NFE, and any
-    ``extra_models`` {label: model} such as wrapped models, on the same grid); writes results.json,
-    table.md, table.csv and quality_vs_nfe.png into ``out_dir``. Returns the results dict."""
+              peers: bool = True, extra_models: dict | None = None, one_step: dict | None = None,
+              peer_nfe: tuple[int, ...] = (), batch: int = 500, device="cpu", progress: bool = True) -> dict:
+    """Every (sampler, steps) of ``grid`` on ``model`` (and diffusers peers at the same NFE), side by side with
+    methods built on it; writes results.json, table.md, table.csv and quality_vs_nfe.png into ``out_dir``.
+
+    ``extra_models`` {label: model or (model, grid)}: wrapped models (TP, DG, ...) run on ``grid`` or their
+    own grid; their rows get ``ratio`` = quality / the unwrapped model's quality at the same sampler and steps.
+    Grid items are (sampler, steps) or (sampler, steps, {generate options}) such as {"clip": True}.
+    ``one_step`` {label: (fn, baseline)}: one-evaluation samplers such as DSNO, ``fn(x_T) -> x`` on the same
+    noise; ``baseline`` (model label, sampler, steps) or None names the row their ratio is taken against
+    (e.g. the teacher's, run as an extra model with its own grid).
+    ``peer_nfe``: extra NFE budgets for the diffusers peers (e.g. DSNO's 1, 2, 4). Returns the results dict."""
     from .. import viz
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     grid = grid or default_grid()
     rows = []
-    models = {"difflab": model, **(extra_models or {})}
-    jobs = [(label, s, k) for label in models for s, k in grid]
+    models = {"difflab": (model, grid)}
+    for label, spec in (extra_models or {}).items():
+        models[label] = spec if isinstance(spec, tuple) else (spec, grid)
+    jobs = [(label, *item[:2], item[2] if len(item) > 2 else {}) for label, (_, g) in models.items() for item in g]
     if peers:
-        budgets = sorted({k for s, k in grid if s not in ("pf_adaptive", "pf_heun") and 0 < k <= 100}, reverse=True)
-        jobs += [("diffusers", p, nfe) for p in ("ddim", "dpmsolver++") for nfe in budgets]
+        budgets = {k for s, k, *_ in grid if s not in ("pf_adaptive", "pf_heun") and 0 < k <= 100} | set(peer_nfe)
+        jobs += [("diffusers", p, nfe, {}) for p in ("ddim", "dpmsolver++") for nfe in sorted(budgets, reverse=True)]
+    jobs += [(label, "one-step", 1, {}) for label in (one_step or {})]
     it = jobs
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(jobs, desc="bench")
-    for label, sampler, steps in it:
+    for label, sampler, steps, opts in it:
         if label == "diffusers":
             try:
                 g = torch.Generator(device).manual_seed(seed)
@@ -170,13 +188,17 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
                 rows.append({"model": "diffusers", "sampler": sampler, "steps": steps, "nfe": steps, "error": str(e)})
                 continue
             name = f"diffusers {sampler}"
+        elif sampler == "one-step":
+            res = _one_step(one_step[label][0], data_shape, n, seed, batch, device)
+            name = "one-step"
         else:
-            res = generate(models[label], tuple(data_shape), sampler=sampler, steps=max(steps, 1), n=n, seed=seed,
-                           batch=batch, device=device)
-            name = sampler
+            res = generate(models[label][0], tuple(data_shape), sampler=sampler, steps=max(steps, 1), n=n, seed=seed,
+                           batch=batch, device=device, **opts)
+            name = sampler + "".join(f" {k}={v}" for k, v in opts.items() if isinstance(v, (bool, int, float, str)))
         metrics = evaluate_samples(res["x"], data_name, data_dir=data_dir, seed=seed)
         rows.append({"model": label, "sampler": name, "steps": steps, "nfe": res["nfe"],
                      "seconds_per_sample": res["seconds"] / n, **{k: v for k, v in metrics.items() if _scalar(v)}})
+    _add_ratios(rows, one_step or {})
     machine = f"{platform.machine()} {torch.get_num_threads()} threads" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU")
     result = {"data": data_name, "n_samples": n, "seed": seed, "machine": machine, "rows": rows}
@@ -185,7 +207,12 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
     series = {}
     for r in rows:
         if "quality" in r and r["sampler"] != "pf_adaptive":
-            key = f"{r['sampler']}" + ("" if r["model"] in ("difflab", "diffusers") else f" [{r['model']}]")
+            if r["model"] in ("difflab", "diffusers"):
+                key = r["sampler"]
+            elif r["sampler"] == "one-step":  # one-step samplers: the method's name
+                key = r["model"]
+            else:
+                key = f"{r['sampler']} [{r['model']}]"
             series.setdefault(key, ([], []))
             series[key][0].append(r["nfe"])
             series[key][1].append(r["quality"])
@@ -193,6 +220,38 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
     viz.save_curves({k: tuple(zip(*sorted(zip(*v)))) for k, v in series.items()}, out / "quality_vs_nfe.png", "NFE",
                     qname, title=f"{data_name}: {qname} vs NFE ({n} samples)", logx=True, logy=True)
     return result
+
+
+def _one_step(fn, data_shape, n: int, seed: int, batch: int, device) -> dict:
+    """n samples of a one-evaluation sampler ``fn(x_T) -> x`` from seeded standard-normal x_T."""
+    import time
+
+    g = torch.Generator(device).manual_seed(seed)
+    xs, t0 = [], time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            x_T = torch.randn((min(batch, n - i), *data_shape), generator=g, device=device)
+            xs.append(fn(x_T).cpu())
+    return {"x": torch.cat(xs), "nfe": 1, "seconds": time.perf_counter() - t0}
+
+
+def _add_ratios(rows: list[dict], one_step: dict) -> None:
+    """Rows of a method built on the base model get ``ratio`` = quality / the base row's quality
+    (one-step rows: / their named baseline row's)."""
+    quality = {(r["model"], r["sampler"], r["steps"]): r["quality"] for r in rows if "quality" in r}
+    for r in rows:
+        if r["model"] in ("difflab", "diffusers") or "quality" not in r:
+            continue
+        if r["sampler"] == "one-step":
+            ref = one_step.get(r["model"], (None, None))[1]
+            if ref is None:
+                continue
+            key = tuple(ref)
+            r["baseline"] = f"{key[0]} {key[1]}@{key[2]}"
+        else:
+            key = ("difflab", r["sampler"], r["steps"])
+        if quality.get(key, 0) > 0:
+            r["ratio"] = r["quality"] / quality[key]
 
 
 def _scalar(v) -> bool:
@@ -205,11 +264,16 @@ def _write_tables(result: dict, out: Path):
     floor = next((r["quality_floor"] for r in rows if "quality_floor" in r), None)
     note = f" (two independent true samples of this size score {floor:.4g}: smaller differences are noise)" if floor else ""
     lines = [f"{result['data']}: {qname}{note}; {result['n_samples']} samples per row; machine: {result['machine']}", "",
-             f"| model | sampler | NFE | {qname} | s/sample |", "|---|---|---:|---:|---:|"]
+             f"| model | sampler | NFE | {qname} | ratio to base | s/sample |", "|---|---|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r.get("model", ""), r["sampler"], -r["nfe"])):
         q = f"{r['quality']:.4g}" if "quality" in r else r.get("error", "")
+        ratio = f"{r['ratio']:.3f}" + (f" (vs {r['baseline']})" if "baseline" in r else "") if "ratio" in r else ""
         sps = f"{r['seconds_per_sample'] * 1e3:.2f} ms" if "seconds_per_sample" in r else ""
-        lines.append(f"| {r['model']} | {r['sampler']} | {r['nfe']} | {q} | {sps} |")
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['nfe']} | {q} | {ratio} | {sps} |")
+    refs = [f"- {m}: {REFERENCE_RATIOS[m]}" for m in REFERENCE_RATIOS if any(r["model"].startswith(m) for r in rows)]
+    if refs:
+        lines += ["", "ratio to base = this row's quality / the base model's at the same sampler and steps "
+                  "(below 1: the method helps). The papers' reference ratios:", *refs]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     keys = sorted({k for r in rows for k in r})
     with open(out / "table.csv", "w", newline="") as f:

@@ -44,6 +44,13 @@ def register(sub) -> dict:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    m = p.add_argument_group("methods side by side (each row also gets its ratio to the plain sampler)")
+    m.add_argument("--tp", default=None, metavar="RUN", help="a time predictor (tp-train): TP-EM, TP-ancestral, TP-DDIM")
+    m.add_argument("--disc", default=None, metavar="RUN", help="a discriminator (dg-train): DG rows (and TP+DG with --tp)")
+    m.add_argument("--dg-weight", type=float, default=1.0)
+    m.add_argument("--dsno", default=None, metavar="RUN", help="a DSNO operator (dsno-train): its 1-NFE row beside "
+                   "its teacher and DDIM / DPM-Solver++ at 1, 2, 4 NFE")
+    m.add_argument("--method-nfe", default="50,20,10,5", help="NFE budgets of the TP and DG rows (default 50,20,10,5)")
     p = sub.add_parser("nll", help="likelihood on a test split: VLB bits/dim (with per-term output) or PF-ODE",
                        epilog=NLL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
@@ -136,10 +143,79 @@ def cmd_bench(args) -> int:
     model, cfg, ckpt = load_model(args.checkpoint, map_location=device)
     levels = QUICK_NFE_LEVELS if args.quick else NFE_LEVELS
     if args.nfe:
-        levels = tuple(int(v) for v in args.nfe.split(","))
-    res = run_bench(model, cfg.data.name, _shape(ckpt, cfg), args.out, grid=default_grid(levels), n=args.n,
-                    seed=args.seed, data_dir=args.data_dir, peers=not args.no_peers, device=device,
-                    progress=not args.no_progress)
+        levels = _ints(args.nfe, "--nfe")
+    grid = default_grid(levels)
+    extra, one_step, peer_nfe = method_rows(model, args, device, grid)
+    res = run_bench(model, cfg.data.name, _shape(ckpt, cfg), args.out, grid=grid, n=args.n, seed=args.seed,
+                    data_dir=args.data_dir, peers=not args.no_peers, device=device, extra_models=extra,
+                    one_step=one_step, peer_nfe=peer_nfe, progress=not args.no_progress)
     print((Path(args.out) / "table.md").read_text())
     print(f"{len(res['rows'])} rows -> {args.out}/results.json, table.md, table.csv, quality_vs_nfe.png")
     return 0
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    from ..errors import ConfigError
+
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        vals = ()
+    if not vals or min(vals) < 1:
+        raise ConfigError(f"{flag} {text!r}; expected comma-separated positive integers, e.g. 50,20,10,5")
+    return vals
+
+
+METHOD_SAMPLERS = ("euler_maruyama", "ancestral", "ddim")
+
+
+def method_rows(model, args, device, grid: list) -> tuple[dict, dict, tuple]:
+    """The extra models, one-step samplers and peer budgets that --tp / --disc / --dsno add to the bench.
+    The plain sampler's rows they are compared with are added to ``grid`` when missing."""
+    nfe = _ints(args.method_nfe, "--method-nfe")
+    method_grid = [(s, k) for k in nfe for s in METHOD_SAMPLERS]
+    extra, one_step, peer_nfe = {}, {}, ()
+    tp = dg = None
+    if args.tp:
+        from ..methods.time_predictor import TimePredictorSampling, load_time_predictor
+
+        g = load_time_predictor(args.tp, map_location=device, schedule=model.schedule).predictor
+        tp = TimePredictorSampling(model, g)
+        extra["TP"] = (tp, method_grid)
+    if args.disc:
+        from ..methods.guidance_cli import guided_model
+
+        dg = guided_model(model, disc=args.disc, weight=args.dg_weight, device=device)
+        extra[f"DG w={args.dg_weight:g}"] = (dg, method_grid)
+        if tp is not None:
+            extra["TP+DG"] = (guided_model(tp, disc=args.disc, weight=args.dg_weight, device=device), method_grid)
+    if args.dsno:
+        from ..methods.dsno import dsno_sample, load_dsno
+
+        dsno, dcfg, _ = load_dsno(args.dsno, map_location=device)
+        peer_nfe = (4, 2, 1)
+        baseline = None
+        bank = _bank_meta(dcfg.get("bank"))
+        if bank:  # the teacher exactly as it made the trajectories (its grid through the M times), same noise
+            import torch
+
+            from ..methods.dsno import refine_grid
+
+            ts = refine_grid(torch.tensor(bank["times"], dtype=torch.float64), int(bank["steps"]))[0]
+            opts = {"ts": ts, **({"clip": True} if bank.get("clip_denoised") else {})}
+            extra["teacher"] = (model, [(bank["sampler"], len(ts) - 1, opts)])
+            baseline = ("teacher", bank["sampler"] + (" clip=True" if "clip" in opts else ""), len(ts) - 1)
+        one_step["DSNO"] = (lambda x_T: dsno_sample(dsno, x_T).x, baseline)
+    if extra or one_step:
+        have = {(s, k) for s, k, *_ in grid}
+        wrapped = bool(extra.keys() - {"teacher"})  # TP / DG rows need the plain rows they are compared with
+        want = (method_grid if wrapped else []) + [("ddim", k) for k in peer_nfe]
+        grid += [item for item in dict.fromkeys(want) if item not in have]
+    return extra, one_step, peer_nfe
+
+
+def _bank_meta(path) -> dict | None:
+    """The teacher settings a DSNO's trajectory bank recorded (None when the bank is not at hand)."""
+    if not path or not (Path(path) / "meta.json").is_file():
+        return None
+    return json.loads((Path(path) / "meta.json").read_text())
