@@ -538,3 +538,16 @@ def test_inception_weights_present_but_package_missing(monkeypatch, tmp_path, fi
     with pytest.raises(DifflabError) as e:
         inc_mod.load_inception()
     _assert_one_line(e, f"pip install {package}", filename)
+
+
+@needs_real_mnist
+def test_bench_mnist_rows_carry_the_real_data_floor_at_their_sample_size(mnist_eval):
+    """The floor is what N real test images score: real images (other ones) land near it, noised ones far above."""
+    from difflab.metrics.bench import evaluate_samples
+
+    real = mnist_eval["test"].x[-300:]
+    m = evaluate_samples(real, "mnist", seed=0)
+    noisy = evaluate_samples((real + 0.2 * torch.randn(real.shape, generator=gen(1))).clamp(-1, 1), "mnist", seed=0)
+    assert m["quality_name"] == "FID, difflab-mnist features"
+    assert 0.5 * m["quality_floor"] < m["quality"] < 2 * m["quality_floor"]
+    assert noisy["quality"] > 3 * m["quality_floor"]
