@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import CheckpointError, DifflabError
 from .samplers.batched import generate
+from .train.distributed import auto_device
 
 EXAMPLES = {
     "train": """examples:
@@ -77,12 +78,6 @@ def _add_sample(sub):
     p.add_argument("--t0", type=float, default=0.5, help="with --init: the noise level to start from (0 returns the input)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--flags", default=None, help="for improved-diffusion:MODEL.pt, their model/diffusion flags")
-
-
-def _device(name: str):
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def check_sampling_flags(cfg, overrides) -> None:
@@ -154,7 +149,7 @@ def cmd_sample(args) -> int:
     from .build import data_shape_of
     from .train.api import load_model
 
-    device = _device(args.device)
+    device = auto_device(args.device)
     if args.checkpoint.startswith(("diffusers:", "improved-diffusion:")):
         model, shape = _load_external(args.checkpoint, args.flags, device)
     else:

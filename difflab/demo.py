@@ -131,7 +131,7 @@ def _method_sections(out: Path, toy, digits, progress: bool) -> list[str]:
     import importlib
 
     lines = []
-    for name in ("time_predictor", "guidance", "dsno"):
+    for name in ("time_predictor", "guidance", "dsno", "analysis"):
         try:
             mod = importlib.import_module(f"difflab.methods.{name}")
         except ModuleNotFoundError:

@@ -42,6 +42,7 @@ from difflab.nets.temporal import MLPOperator, UNetOperator, temporal_blocks
 from difflab.nets.unet import UNet
 from difflab.samplers import SAMPLERS, SampleResult
 from difflab.train.objectives import Objective
+from difflab.train.distributed import auto_device
 
 F64 = torch.float64
 KIND = "dsno"
@@ -605,14 +606,10 @@ def register(sub) -> dict:
     return {"dsno-data": cmd_dsno_data, "dsno-train": cmd_dsno_train, "dsno-sample": cmd_dsno_sample}
 
 
-def _device(name: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def cmd_dsno_data(args) -> int:
     from difflab.train.api import load_model
 
-    device = _device(args.device)
+    device = auto_device(args.device)
     model, cfg, ckpt = load_model(args.checkpoint, map_location=device)
     shape = (ckpt.state.get("extra") or {}).get("data_shape") or _data_shape_of(model)
     out = generate_trajectories(model, args.out, args.n, args.M, args.spacing, args.sampler, args.steps,

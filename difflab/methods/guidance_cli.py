@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from difflab.errors import DataError, DifflabError
+from difflab.train.distributed import auto_device
 
 EXAMPLES = {
     "dg-bank": """examples:
@@ -109,10 +110,6 @@ def register(sub) -> dict:
     return {"dg-bank": cmd_bank, "dg-train": cmd_train, "dg-sample": cmd_sample, "cg-train": cmd_cg_train}
 
 
-def _device(name):
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def _model(path, device="cpu"):
     from difflab.build import data_shape_of
     from difflab.train.api import load_model
@@ -133,7 +130,7 @@ def _real_data(cfg, data_dir):
 def cmd_bank(args) -> int:
     from difflab.methods.guidance_bank import generate_bank
 
-    device = _device(args.device)
+    device = auto_device(args.device)
     model, cfg, ckpt, shape, num_classes = _model(args.checkpoint, device)
     opts = {"eta": args.eta} if args.eta is not None else {}
     out = generate_bank(model, args.sampler, args.steps, args.n, args.out, shard_size=args.shard_size, seed=args.seed,
@@ -216,7 +213,7 @@ def cmd_sample(args) -> int:
 
     if args.disc is None and args.cg is None:
         raise DifflabError("dg-sample needs --disc (discriminator guidance) and/or --cg (classifier guidance)")
-    device = _device(args.device)
+    device = auto_device(args.device)
     model, cfg, ckpt, shape, num_classes = _model(args.checkpoint, device)
     guided = guided_model(model, disc=args.disc, weight=args.weight, t_window=args.t_window, max_norm=args.max_norm,
                           cg=args.cg, cg_weight=args.cg_weight, label=args.label, device=device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from ..train.distributed import auto_device
 
 EVAL_EXAMPLES = """examples:
   difflab eval runs/mnist --sampler ddim --steps 50 --n 10000 --out metrics.json
@@ -43,6 +44,7 @@ def register(sub) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, default=500, help="samples per sampler call (64 is fastest for small CPU models)")
     p.add_argument("--no-progress", action="store_true")
     m = p.add_argument_group("methods side by side (each row also gets its ratio to the plain sampler)")
     m.add_argument("--tp", default=None, metavar="RUN", help="a time predictor (tp-train): TP-EM, TP-ancestral, TP-DDIM")
@@ -82,12 +84,6 @@ def cmd_nll(args) -> int:
     return 0
 
 
-def _device(name):
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def _shape(ckpt, cfg):
     from ..build import data_shape_of
 
@@ -117,7 +113,7 @@ def cmd_eval(args) -> int:
         from ..samplers import generate
         from ..train.api import load_model
 
-        device = _device("auto")
+        device = auto_device("auto")
         model, cfg, ckpt = load_model(src, map_location=device)
         res = generate(model, _shape(ckpt, cfg), sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
                        device=device)
@@ -139,7 +135,7 @@ def cmd_bench(args) -> int:
     from ..train.api import load_model
     from .bench import NFE_LEVELS, QUICK_NFE_LEVELS, default_grid, run_bench
 
-    device = _device(args.device)
+    device = auto_device(args.device)
     model, cfg, ckpt = load_model(args.checkpoint, map_location=device)
     levels = QUICK_NFE_LEVELS if args.quick else NFE_LEVELS
     if args.nfe:
@@ -148,7 +144,7 @@ def cmd_bench(args) -> int:
     extra, one_step, peer_nfe = method_rows(model, args, device, grid)
     res = run_bench(model, cfg.data.name, _shape(ckpt, cfg), args.out, grid=grid, n=args.n, seed=args.seed,
                     data_dir=args.data_dir, peers=not args.no_peers, device=device, extra_models=extra,
-                    one_step=one_step, peer_nfe=peer_nfe, progress=not args.no_progress)
+                    one_step=one_step, peer_nfe=peer_nfe, batch=args.batch, progress=not args.no_progress)
     print((Path(args.out) / "table.md").read_text())
     print(f"{len(res['rows'])} rows -> {args.out}/results.json, table.md, table.csv, quality_vs_nfe.png")
     return 0

@@ -57,10 +57,14 @@ def init_distributed(device: str = "auto") -> DistContext:
     return DistContext(rank, world_size, local_rank)
 
 
+def auto_device(name: str) -> str:
+    """A CLI's --device: 'auto' is the GPU when there is one, else the CPU; anything else as given."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
 def resolve_device(device: str, ctx: DistContext) -> torch.device:
     """'auto' is this rank's GPU when there is one, else the CPU; 'cuda' means this rank's GPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = auto_device(device)
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
