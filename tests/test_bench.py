@@ -155,3 +155,16 @@ def test_bench_cli_puts_tp_dg_and_dsno_beside_the_plain_samplers(tmp_path):
     table = (out / "table.md").read_text()
     assert "TP: 0.42" in table and "DSNO: 1.51" in table
     assert main(["bench", str(run), "--out", str(out), "--method-nfe", "5,x"]) == 2
+
+
+def test_difflab_default_discrete_grid_is_diffusers_trailing_ddim():
+    """The default grid of a discrete model is diffusers' 'trailing' spacing: both DDIMs agree."""
+    pytest.importorskip("diffusers")
+    from difflab.samplers import sample
+
+    d = GaussianDiffusion(linear_betas(1000))
+    model = exact_mixture_model(ring_mixture(std=0.3), d.schedule)
+    ref = diffusers_sample(model, (256, 2), "ddim", 10, generator=torch.Generator().manual_seed(0),
+                           timestep_spacing="trailing")
+    ours = sample(model, (256, 2), sampler="ddim", steps=10, generator=torch.Generator().manual_seed(0)).x
+    torch.testing.assert_close(ours, ref, atol=2e-4, rtol=1e-4)

@@ -113,7 +113,7 @@ def test_grid_sampling_equals_the_respaced_process():
     d = GaussianDiffusion(cosine_betas(1000), var_type="fixed_large")
     model = exact_mixture_model(MIX, d.schedule)
     model.var_type = "fixed_large"
-    ts = time_grid(d.schedule, 25)
+    ts = time_grid(d.schedule, 25, spacing="respace")
     xT = torch.randn(64, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
     zs = [torch.randn(64, 2, dtype=F64, generator=torch.Generator().manual_seed(k)) for k in range(25)]
     got = ancestral(model, xT, ts, noise_sampler=lambda n, like: zs[n]).x
@@ -182,6 +182,31 @@ def test_bad_grid_and_sampler_name():
         sample(model, (2, 2), sampler="dddim")
     with pytest.raises(ValueError, match="end at t = 0"):
         ancestral(model, torch.zeros(2, 2, dtype=F64), torch.tensor([1.0, 0.1]))
+
+
+def test_default_discrete_grid_is_trailing_and_is_a_respaced_process():
+    """'trailing' keeps the trained steps 999, 799, ..., 199 for N = 5 (diffusers' trailing spacing), and
+    ancestral sampling on it equals the respaced process over exactly those kept steps (second route)."""
+    d = GaussianDiffusion(linear_betas(1000), var_type="fixed_small")
+    ts = time_grid(d.schedule, 5)
+    torch.testing.assert_close(ts, torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2, 0.0], dtype=F64))
+    assert time_grid(d.schedule, 5, spacing="respace")[-2] == 0.001  # respace keeps step 0
+    half = time_grid(d.schedule, 4, t_max=0.5)
+    torch.testing.assert_close(half, torch.tensor([0.5, 0.375, 0.25, 0.125, 0.0], dtype=F64))
+    assert len(time_grid(d.schedule, 1000)) == 1001 and time_grid(d.schedule, 1000)[-2] == 0.001
+    model = exact_mixture_model(MIX, d.schedule)
+    xT = torch.randn(32, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    zs = [torch.randn(32, 2, dtype=F64, generator=torch.Generator().manual_seed(k)) for k in range(5)]
+    got = ancestral(model, xT, ts, noise_sampler=lambda n, like: zs[n]).x
+    s = spaced_diffusion(d, [199, 399, 599, 799, 999])
+    x = xT
+    for n, k in enumerate(reversed(range(s.num_timesteps))):
+        i = torch.full((32,), k)
+        p = s.p_mean_variance(model(x, s.model_time(i)), x, i)
+        x = p["mean"] + (torch.exp(0.5 * p["log_variance"]) * zs[n] if k > 0 else 0)
+    torch.testing.assert_close(got, x, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="continuous"):
+        time_grid(VPLinear(), 5, spacing="trailing")
 
 
 def test_one_step_grid_starts_at_the_top():

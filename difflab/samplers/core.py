@@ -321,17 +321,26 @@ SAMPLERS = {
 def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, spacing: str = "auto") -> torch.Tensor:
     """(steps+1,) decreasing times from t_max to t_min.
 
-    For a :class:`DiscreteSchedule` ("auto"), the interior points are the process's own trained
-    times, chosen with Improved DDPM's respacing (``respace(T, str(steps))``), so ancestral sampling
-    on the grid is exactly the respaced process. Otherwise 'uniform' in t or 'quadratic' (denser near 0).
+    For a :class:`DiscreteSchedule` the interior points are the process's own trained times:
+    'trailing' (the "auto" default) keeps the trained steps top-1, top-1-top/N, ... (diffusers'
+    "trailing" spacing), so all N evaluations fall at t >= t_max/N and the last step jumps to the
+    data; 'respace' uses Improved DDPM's section respacing (``respace(T, str(steps))``), which keeps
+    step 0 and so spends one evaluation on t = 1/T -> 0 (ancestral sampling on either grid is exactly
+    the respaced process over the kept steps). Otherwise 'uniform' in t or 'quadratic' (denser near 0).
     """
     if spacing == "auto":
-        spacing = "respace" if isinstance(schedule, DiscreteSchedule) else "uniform"
-    if spacing == "respace":
+        spacing = "trailing" if isinstance(schedule, DiscreteSchedule) else "uniform"
+    if spacing in ("respace", "trailing"):
+        if not isinstance(schedule, DiscreteSchedule):
+            raise ValueError(f"grid spacing {spacing!r} picks trained steps of a discrete process; this schedule is "
+                             f"continuous: use 'uniform' or 'quadratic'")
         T = schedule.num_timesteps
         top = min(max(int(round(t_max * T)), 1), T)  # trained indices 0 .. top-1 lie in (0, t_max]
-        # One step must start at the top (Improved DDPM's single-section "1" keeps index 0 instead).
-        kept = [top - 1] if steps == 1 else respace(top, str(min(steps, top)))
+        n = min(steps, top)
+        if spacing == "trailing" or steps == 1:  # one step must start at the top (respace's "1" keeps index 0)
+            kept = sorted({int(round(top - k * top / n)) - 1 for k in range(n)})
+        else:
+            kept = respace(top, str(n))
         times = (torch.tensor(kept, dtype=F64) + 1) / T
         times = times[times > t_min]
         return torch.cat([times.flip(0), torch.tensor([t_min], dtype=F64)])
@@ -340,7 +349,7 @@ def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, s
         return t_max + (t_min - t_max) * u
     if spacing == "quadratic":
         return t_min + (t_max - t_min) * (1 - u) ** 2
-    raise ValueError(f"unknown grid spacing {spacing!r}; expected 'auto', 'respace', 'uniform' or 'quadratic'")
+    raise ValueError(f"unknown grid spacing {spacing!r}; expected 'auto', 'trailing', 'respace', 'uniform' or 'quadratic'")
 
 
 def sample(model, shape, *, sampler: str = "ddim", steps: int = 50, ts=None, x=None, y=None, generator=None,
