@@ -145,6 +145,7 @@ def test_bench_cli_puts_tp_dg_and_dsno_beside_the_plain_samplers(tmp_path):
     for model in ("TP", "DG w=1", "TP+DG"):
         assert {(model, s, 5) for s in ("euler_maruyama", "ancestral", "ddim")} <= got
     assert {("difflab", "ddim", k) for k in (1, 2, 4, 5, 10)} <= got
+    assert any(r["sampler"] == "pf_adaptive" for r in rows)
     dsno = next(r for r in rows if r["model"] == "DSNO")
     teacher = next(r for r in rows if r["model"] == "teacher")
     assert dsno["nfe"] == 1 and dsno["baseline"] == f"teacher {teacher['sampler']}@{teacher['steps']}"
@@ -155,6 +156,10 @@ def test_bench_cli_puts_tp_dg_and_dsno_beside_the_plain_samplers(tmp_path):
     table = (out / "table.md").read_text()
     assert "TP: 0.42" in table and "DSNO: 1.51" in table
     assert main(["bench", str(run), "--out", str(out), "--method-nfe", "5,x"]) == 2
+    assert main(["bench", str(run), "--out", str(tmp_path / "b2"), "--nfe", "5", "--n", "50", "--no-peers",
+                 "--no-adaptive", *q]) == 0
+    rows = json.loads((tmp_path / "b2" / "results.json").read_text())["rows"]
+    assert {r["sampler"] for r in rows} == {"ancestral", "ddim", "euler_maruyama", "pf_euler", "pf_heun"}
 
 
 def test_difflab_default_discrete_grid_is_diffusers_trailing_ddim():

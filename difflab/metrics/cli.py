@@ -41,6 +41,8 @@ def register(sub) -> dict:
     p.add_argument("--nfe", default=None, help="comma-separated NFE budgets (default 1000,100,50,20,10,5)")
     p.add_argument("--quick", action="store_true", help="NFE 100,20,10,5 only")
     p.add_argument("--no-peers", action="store_true", help="skip diffusers' DDIM and DPM-Solver++")
+    p.add_argument("--no-adaptive", action="store_true",
+                   help="skip the adaptive PF-ODE row (hundreds of NFE per sample on image models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
@@ -140,7 +142,7 @@ def cmd_bench(args) -> int:
     levels = QUICK_NFE_LEVELS if args.quick else NFE_LEVELS
     if args.nfe:
         levels = _ints(args.nfe, "--nfe")
-    grid = default_grid(levels)
+    grid = [g for g in default_grid(levels) if not (args.no_adaptive and g[0] == "pf_adaptive")]
     extra, one_step, peer_nfe = method_rows(model, args, device, grid)
     res = run_bench(model, cfg.data.name, _shape(ckpt, cfg), args.out, grid=grid, n=args.n, seed=args.seed,
                     data_dir=args.data_dir, peers=not args.no_peers, device=device, extra_models=extra,
