@@ -160,6 +160,11 @@ def test_bench_cli_puts_tp_dg_and_dsno_beside_the_plain_samplers(tmp_path):
                  "--no-adaptive", *q]) == 0
     rows = json.loads((tmp_path / "b2" / "results.json").read_text())["rows"]
     assert {r["sampler"] for r in rows} == {"ancestral", "ddim", "euler_maruyama", "pf_euler", "pf_heun"}
+    assert main(["bench", str(run), "--out", str(tmp_path / "b3"), "--nfe", "5", "--n", "50", "--no-peers",
+                 "--samplers", "ddim,pf_heun", *q]) == 0
+    rows = json.loads((tmp_path / "b3" / "results.json").read_text())["rows"]
+    assert {r["sampler"] for r in rows} == {"ddim", "pf_heun"}
+    assert main(["bench", str(run), "--out", str(tmp_path / "b3"), "--samplers", "ddim,heun"]) == 2
 
 
 def test_difflab_default_discrete_grid_is_diffusers_trailing_ddim():

@@ -41,6 +41,7 @@ def register(sub) -> dict:
     p.add_argument("--nfe", default=None, help="comma-separated NFE budgets (default 1000,100,50,20,10,5)")
     p.add_argument("--quick", action="store_true", help="NFE 100,20,10,5 only")
     p.add_argument("--no-peers", action="store_true", help="skip diffusers' DDIM and DPM-Solver++")
+    p.add_argument("--samplers", default=None, help="comma-separated subset of the plain samplers (default: all)")
     p.add_argument("--no-adaptive", action="store_true",
                    help="skip the adaptive PF-ODE row (hundreds of NFE per sample on image models)")
     p.add_argument("--seed", type=int, default=0)
@@ -143,6 +144,15 @@ def cmd_bench(args) -> int:
     if args.nfe:
         levels = _ints(args.nfe, "--nfe")
     grid = [g for g in default_grid(levels) if not (args.no_adaptive and g[0] == "pf_adaptive")]
+    if args.samplers:
+        from ..samplers import SAMPLERS
+        from ..errors import ConfigError
+
+        keep = [v.strip() for v in args.samplers.split(",") if v.strip()]
+        bad = [v for v in keep if v not in SAMPLERS]
+        if bad or not keep:
+            raise ConfigError(f"--samplers {args.samplers!r}; expected a comma-separated subset of {', '.join(SAMPLERS)}")
+        grid = [g for g in grid if g[0] in keep]
     extra, one_step, peer_nfe = method_rows(model, args, device, grid)
     res = run_bench(model, cfg.data.name, _shape(ckpt, cfg), args.out, grid=grid, n=args.n, seed=args.seed,
                     data_dir=args.data_dir, peers=not args.no_peers, device=device, extra_models=extra,
