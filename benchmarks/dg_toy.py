@@ -90,6 +90,37 @@ def image_rows(args) -> list[dict]:
     if rows:
         print(f"FID ratio DG / no DG: {rows[1]['fid'] / rows[0]['fid']:.3f} (paper, CIFAR-10: {PAPER_RATIO:.2f}); "
               f"feature space {rows[0]['feature_space']} (not Inception)")
+    if args.epochs:
+        rows += epoch_rows(args, model, shape, base_fid=rows[0]["fid"])
+    return rows
+
+
+def epoch_rows(args, model, shape, base_fid: float) -> list[dict]:
+    """FID with DG from every saved discriminator checkpoint (one per epoch): which epoch to use."""
+    import json as _json
+
+    from difflab.methods.guidance import EVAL_FILE, checkpoints_by_step
+    from difflab.methods.guidance_cli import guided_model
+    from difflab.metrics.evaluator import evaluate_images
+    from difflab.samplers.batched import generate
+
+    evals = Path(args.disc_ckpt) / EVAL_FILE
+    acc = {r["step"]: r for r in (_json.loads(evals.read_text()) if evals.is_file() else [])}
+    print(f"\nFID against the discriminator's epoch ({args.sampler} {args.steps}, DG w={args.weight}; "
+          f"no DG: {base_fid:.3f})\n")
+    print("| step | epoch | held-out acc | FID | ratio to no DG |\n|---:|---:|---:|---:|---:|")
+    rows = []
+    for step, path in checkpoints_by_step(args.disc_ckpt):
+        m = guided_model(model, disc=path, weight=args.weight, device=args.device)
+        res = generate(m, shape, sampler=args.sampler, steps=args.steps, n=args.n_images, seed=0, clip=True,
+                       batch=args.batch, device=args.device)
+        fid = evaluate_images(res["x"], name=args.dataset, data_dir=args.data_dir)["fid"]
+        rec = acc.get(step, {})
+        rows.append({"model": "DG by epoch", "step": step, "epoch": rec.get("epoch"), "acc": rec.get("acc"),
+                     "fid": fid, "ratio": fid / base_fid})
+        ep = f"{rec['epoch']:.1f}" if "epoch" in rec else "?"
+        a = f"{rec['acc']:.3f}" if "acc" in rec else "?"
+        print(f"| {step} | {ep} | {a} | {fid:.3f} | {fid / base_fid:.3f} |")
     return rows
 
 
@@ -107,6 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", default=None, help="an image diffusion checkpoint (e.g. MNIST) for FID rows")
     ap.add_argument("--disc-ckpt", default=None, help="its discriminator (difflab dg-train)")
     ap.add_argument("--weight", type=float, default=1.0)
+    ap.add_argument("--epochs", action="store_true", help="also FID with DG from every saved discriminator epoch")
     ap.add_argument("--dataset", default="mnist", help="evaluator feature space (mnist, fashion-mnist)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--n-images", type=int, default=10000)

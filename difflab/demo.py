@@ -126,6 +126,58 @@ def _bench_section(out: Path, model, cfg, n: int, progress: bool) -> list[str]:
             ["(diffusers not installed: no external peers.)", ""]) + [f"({len(res['rows'])} rows; JSON in bench_{name}/results.json)", ""]
 
 
+MNIST_ZOO = ("mnist-ddpm", "mnist-tp", "mnist-dg")
+
+
+def _mnist_zoo_section(out: Path, data_dir, n: int = 256) -> list[str]:
+    """The shipped MNIST models (no training): plain, TP, DG and TP+DG samplers at 10 NFE side by side,
+    with FID in difflab-mnist features when the MNIST files are at hand (grids only otherwise)."""
+    from . import zoo
+    from .data import resolve_data_dir
+    from .methods.guidance import DiscriminatorGuidance, load_discriminator
+    from .methods.time_predictor import TimePredictorSampling, load_time_predictor
+    from .samplers.batched import generate
+    from .train.api import load_model
+
+    missing = [m for m in MNIST_ZOO if m not in zoo.zoo_names()]
+    if missing:
+        return ["## MNIST (zoo models)", "", f"(not shipped in this copy: {', '.join(missing)})", ""]
+    model, cfg, _ = load_model("mnist-ddpm")
+    g = load_time_predictor("mnist-tp", schedule=model.schedule).predictor
+    disc = load_discriminator("mnist-dg")
+    tp = TimePredictorSampling(model, g)
+    arms = [("plain", model, "ddim"), ("plain", model, "ancestral"), ("TP", tp, "ddim"), ("TP", tp, "ancestral"),
+            ("DG", DiscriminatorGuidance(model, disc), "ddim"), ("DG", DiscriminatorGuidance(model, disc), "ancestral"),
+            ("TP+DG", DiscriminatorGuidance(tp, disc), "ddim")]
+    from .errors import DataError
+
+    try:
+        have_data = (resolve_data_dir(data_dir) / "mnist").is_dir()
+    except DataError:  # no data directory: pictures only
+        have_data = False
+    lines = ["## MNIST (zoo models `mnist-ddpm`, `mnist-tp`, `mnist-dg`; nothing trained here)", "",
+             f"{n} samples per row at 10 steps, the same seed for every row" + (
+                 "; FID in difflab-mnist features (not Inception)." if have_data else
+                 " (no MNIST files found: set DIFFLAB_DATA for FID)."), "",
+             "| method | sampler | NFE | FID | s/sample | samples |", "|---|---|---:|---:|---:|---|"]
+    from .metrics.bench import evaluate_samples
+
+    floor = None
+    for label, m, sampler in arms:
+        res = generate(m, (1, 28, 28), sampler=sampler, steps=10, n=n if have_data else 64, seed=0, batch=64)
+        fname = f"mnist_{label.replace('+', '_')}_{sampler}.png".lower()
+        viz.save_grid(res["x"][:64], out / fname, nrow=8)
+        fid = ""
+        if have_data:
+            met = evaluate_samples(res["x"], "mnist", data_dir=data_dir)
+            fid, floor = f"{met['quality']:.2f}", met.get("quality_floor")
+        lines.append(f"| {label} | {sampler} | {res['nfe']} | {fid} | {res['seconds_per_sample'] * 1e3:.1f} ms | "
+                     f"![{label} {sampler}]({fname}) |")
+    if floor is not None:
+        lines += ["", f"{n} real test images score FID {floor:.2f} against the same statistics: the floor at this size."]
+    return lines + [""]
+
+
 def _method_sections(out: Path, toy, digits, progress: bool) -> list[str]:
     """Each method module that offers a ``demo_section`` shows itself on the two quickstart models."""
     import importlib
@@ -158,6 +210,7 @@ def run_demo(out: Path, *, toy_steps: int = 3000, digits_steps: int = 1500, data
         lines += toy_lines + _bench_section(out, toy_model, toy_cfg, 1000, progress)
         lines += digits_lines + _bench_section(out, digits_model, digits_cfg, 500, progress)
         lines += _method_sections(out, (toy_model, toy_cfg), (digits_model, digits_cfg), progress)
+        lines += _mnist_zoo_section(out, data_dir)
     finally:
         torch.set_num_threads(threads)
     lines += [f"Total demo time: {time.perf_counter() - t0:.0f} s."]

@@ -113,16 +113,20 @@ def discrete_betas(schedule, num_timesteps: int = 1000) -> torch.Tensor:
 
 
 def diffusers_sample(model, shape, scheduler: str, nfe: int, *, generator=None, device="cpu", num_timesteps=None,
-                     timestep_spacing: str = "leading") -> torch.Tensor:
+                     timestep_spacing: str | None = None) -> torch.Tensor:
     """Sample with a diffusers scheduler ('ddim' or 'dpmsolver++') driving the difflab model: the
-    scheduler gets the model's betas; its integer timestep k is shown to the model as t = (k+1)/T."""
+    scheduler gets the model's betas; its integer timestep k is shown to the model as t = (k+1)/T.
+    ``timestep_spacing`` None keeps each scheduler's own default (what a diffusers user gets: 'leading'
+    for DDIM, 'linspace' for DPM-Solver++)."""
     try:
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
     except ImportError:
         raise DifflabError("external peers need diffusers: pip install diffusers (or pip install -e .[bench])") from None
     T = num_timesteps or getattr(model.schedule, "num_timesteps", 1000)
     betas = discrete_betas(model.schedule, T).numpy()
-    common = dict(num_train_timesteps=T, trained_betas=betas, prediction_type="epsilon", timestep_spacing=timestep_spacing)
+    common = dict(num_train_timesteps=T, trained_betas=betas, prediction_type="epsilon")
+    if timestep_spacing is not None:
+        common["timestep_spacing"] = timestep_spacing
     if scheduler == "ddim":
         sch = DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **common)
     elif scheduler == "dpmsolver++":
