@@ -61,7 +61,6 @@ def test_rate_distortion_curve_is_monotone_and_adds_up():
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("d") / "digits"
-    torch.set_num_threads(1)
     assert main(["train", "digits-ddpm", "--out", str(out), "--no-progress", "--set", "train.steps=10",
                  "--set", "train.batch_size=16", "--set", "diffusion.timesteps=50", "--set", "model.base_channels=16",
                  "--set", "train.ckpt_every=10"]) == 0
@@ -98,7 +97,6 @@ def test_trajectory_spectrum_of_gaussian_data_matches_the_closed_form_trajectory
     from difflab.methods.dsno import trajectory_times
     from difflab.process import VPLinear
 
-    torch.set_num_threads(1)
     s_data = 0.5
     sched = VPLinear()
     model = exact_mixture_model(GaussianMixture([[0.0]], stds=s_data), sched)
@@ -123,7 +121,6 @@ def test_density_ratio_paths_separate_real_from_wrong_and_dg_closes_the_gap():
     from difflab.methods.guidance import DiscriminatorGuidance
     from difflab.methods.guidance_toy import MixtureLogRatio, wrong_mixture
 
-    torch.set_num_threads(1)
     d = GaussianDiffusion(linear_betas(1000))
     true = ring_mixture(8, radius=2.0, std=0.3)
     bad = wrong_mixture(true, "weights", weight_ratio=4.0)
@@ -146,7 +143,6 @@ def test_sdedit_curve_trades_faithfulness_for_realism():
     from difflab.methods.analysis import sdedit_curve
     from difflab.metrics.toy import sliced_wasserstein2
 
-    torch.set_num_threads(1)
     d = GaussianDiffusion(linear_betas(1000))
     target = ring_mixture(8, radius=2.0, std=0.3)
     src_mix = GaussianMixture([[0.0, 0.0]], stds=0.5)

@@ -99,7 +99,6 @@ def test_bench_method_rows_report_ratios_against_their_base(tmp_path):
     from difflab.methods.guidance_toy import MixtureLogRatio, wrong_mixture
     from difflab.samplers import sample
 
-    torch.set_num_threads(1)
     d = GaussianDiffusion(linear_betas(1000))
     true = toy_mixture("toy:ring8")
     bad = wrong_mixture(true, "weights")
@@ -124,7 +123,6 @@ def test_bench_cli_puts_tp_dg_and_dsno_beside_the_plain_samplers(tmp_path):
     ratios, the DSNO row against its teacher exactly as the bank recorded it, and DDIM at 1, 2, 4 NFE."""
     from difflab.cli import main
 
-    torch.set_num_threads(1)
     run, q = tmp_path / "toy", ["--no-progress"]
     assert main(["train", "toy-ddpm", "--out", str(run), "--set", "train.steps=20", "--set", "model.hidden=32",
                  "--set", "model.depth=2", "--set", "data.num_samples=1000", *q]) == 0

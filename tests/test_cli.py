@@ -12,14 +12,6 @@ TINY = ["--set", "train.steps=30", "--set", "train.batch_size=64", "--set", "tra
         "--set", "data.num_samples=2000", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "toy"

@@ -41,15 +41,6 @@ def _perturbed(net, scale=0.05):
     return net.eval()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only spin-waits (10x slower on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- the temporal block
 @pytest.mark.parametrize("M", [7, 8])
 def test_temporal_conv_is_a_circular_convolution(M):

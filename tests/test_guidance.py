@@ -25,14 +25,6 @@ TRUE = toy_mixture("toy:ring8")
 DISCRETE = GaussianDiffusion(linear_betas(1000)).schedule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _points(n=400, scale=1.5, seed=0):
     return scale * torch.randn(n, 2, dtype=F64, generator=torch.Generator().manual_seed(seed))
 

@@ -18,7 +18,6 @@ from difflab.samplers import ancestral, ddim, sample
 diffusers = pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
 
-torch.set_num_threads(1)
 SHAPE = (2, 3, 8, 8)
 
 

@@ -12,15 +12,6 @@ from difflab.nets import (MLP, UNET_PRESETS, Encoder, GroupNorm32, MLPEncoder, R
 TINY = dict(base_channels=16, num_res_blocks=1, dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The nets here are tiny: one thread is as fast and does not fight other jobs for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_unet(preset: str, **kw) -> UNet:
     return unet_from_preset(preset, **{**TINY, **kw})
 

@@ -23,15 +23,6 @@ DISCRETE = GaussianDiffusion(linear_betas(1000))
 SCHEDULES = {"discrete": DISCRETE.schedule, "vp": VPLinear()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second thread only adds contention on a shared 2-core machine (25x slower here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def mixture_16d(seed: int = 0) -> GaussianMixture:
     """8 components in 16 dimensions, std 0.1, unit mean per-coordinate variance: a toy world where
     the noise level is readable from x (in 2-D it hardly is: the posterior of t stays wide)."""

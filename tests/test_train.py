@@ -33,15 +33,6 @@ TINY = ["model.hidden=32", "model.depth=2", "diffusion.timesteps=100", "data.num
         "train.batch_size=32", "train.warmup_steps=2", "train.log_every=5", "train.device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on 2 shared cores: threads only add contention (10-30x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cfg(*overrides: str, base: str = "toy-ddpm") -> Config:
     return apply_overrides(load_config(base), [*TINY, *overrides])
 

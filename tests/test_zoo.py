@@ -19,7 +19,6 @@ def test_unknown_name_lists_the_zoo(capsys):
 
 
 def test_export_round_trip(tmp_path):
-    torch.set_num_threads(1)
     run = tmp_path / "run"
     assert main(["train", "toy-ddpm", "--out", str(run), "--no-progress", "--set", "train.steps=5",
                  "--set", "model.hidden=16", "--set", "data.num_samples=500", "--set", "train.batch_size=32"]) == 0
