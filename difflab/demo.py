@@ -164,7 +164,7 @@ def _mnist_zoo_section(out: Path, data_dir, n: int = 256) -> list[str]:
 
     floor = None
     for label, m, sampler in arms:
-        res = generate(m, (1, 28, 28), sampler=sampler, steps=10, n=n if have_data else 64, seed=0, batch=64)
+        res = generate(m, (1, 28, 28), sampler=sampler, steps=10, n=n if have_data else min(n, 64), seed=0, batch=64)
         fname = f"mnist_{label.replace('+', '_')}_{sampler}.png".lower()
         viz.save_grid(res["x"][:64], out / fname, nrow=8)
         fid = ""
