@@ -145,10 +145,9 @@ def _mnist_zoo_section(out: Path, data_dir, n: int = 256) -> list[str]:
     model, cfg, _ = load_model("mnist-ddpm")
     g = load_time_predictor("mnist-tp", schedule=model.schedule).predictor
     disc = load_discriminator("mnist-dg")
-    tp = TimePredictorSampling(model, g)
+    tp, dg = TimePredictorSampling(model, g), DiscriminatorGuidance(model, disc)
     arms = [("plain", model, "ddim"), ("plain", model, "ancestral"), ("TP", tp, "ddim"), ("TP", tp, "ancestral"),
-            ("DG", DiscriminatorGuidance(model, disc), "ddim"), ("DG", DiscriminatorGuidance(model, disc), "ancestral"),
-            ("TP+DG", DiscriminatorGuidance(tp, disc), "ddim")]
+            ("DG", dg, "ddim"), ("DG", dg, "ancestral"), ("TP+DG", DiscriminatorGuidance(tp, disc), "ddim")]
     from .errors import DataError
 
     try:

@@ -115,33 +115,29 @@ def sdedit_curve(models: dict, source: torch.Tensor, t0s, evaluate, *, sampler: 
     return out
 
 
-def _fine_grid(times_list, steps: int) -> torch.Tensor:
-    """A decreasing grid from 1 to 0 through every given time and ``steps`` uniform ones."""
-    pts = torch.cat([torch.linspace(1, 0, steps + 1, dtype=torch.float64), *[t.to(torch.float64) for t in times_list]])
-    return torch.unique(torch.round(pts * 1e9) / 1e9).flip(0)
-
-
 @torch.no_grad()
 def trajectory_spectra(model, shape, Ms=(4, 6, 8, 12, 16), *, n: int = 256, spacing: str = "quadratic",
                        sampler: str = "ddim", steps: int = 64, threshold: float = 0.99, generator=None) -> dict:
     """The power spectrum over time of probability-flow trajectories (DSNO's observation that it is
     compact): one deterministic solve per sample on a fine grid through every M's recorded times, then
     for each M the fraction of energy per Fourier mode and the smallest J keeping ``threshold`` of it."""
-    from .dsno import trajectory_spectrum, trajectory_times
+    from .dsno import refine_grid, trajectory_spectrum, trajectory_times
 
     if sampler not in ("ddim", "pf_euler", "pf_heun"):
         from ..errors import ConfigError
 
         raise ConfigError(f"sampler = {sampler!r}; trajectory spectra need a deterministic one: ddim, pf_euler, pf_heun")
     times = {int(M): trajectory_times(int(M), spacing) for M in Ms}
-    grid = _fine_grid(list(times.values()), steps)
+    key = lambda v: round(float(v), 9)  # noqa: E731  (the same time from two M's)
+    union = sorted({key(v) for t in times.values() for v in t}, reverse=True)
+    grid, idx = refine_grid(torch.tensor(union, dtype=torch.float64), steps)  # passes through every recorded time
+    where = dict(zip(union, idx.tolist()))
     x = torch.randn((n, *shape), generator=generator)
     traj = SAMPLERS[sampler](model, x, grid, return_trajectory=True).trajectory  # (S, n, ...)
     result = {"n": n, "sampler": sampler, "grid_steps": len(grid) - 1, "spacing": spacing, "threshold": threshold,
               "M": {}}
     for M, t in times.items():
-        idx = [int(torch.argmin((grid - v).abs())) for v in t.tolist()]
-        spec = trajectory_spectrum(traj[idx].transpose(0, 1))  # (N, M, ...) -> (M//2+1,)
+        spec = trajectory_spectrum(traj[[where[key(v)] for v in t]].transpose(0, 1))  # (N, M, ...) -> (M//2+1,)
         cum = torch.cumsum(spec, 0)
         J = int((cum < threshold).sum()) + 1
         result["M"][str(M)] = {"times": t.tolist(), "spectrum": spec.tolist(), "cumulative": cum.tolist(),
@@ -304,12 +300,11 @@ def _spectrum(model, cfg, ckpt, args, n, sampler, g, out, result):
     from ..build import data_shape_of
     from ..errors import ConfigError
 
-    try:
-        Ms = [int(v) for v in args.M.split(",")]
-    except ValueError:
-        Ms = []
-    if not Ms or min(Ms) < 2:
-        raise ConfigError(f"--M {args.M!r}; expected comma-separated integers >= 2, e.g. 4,6,8")
+    from ..metrics.cli import _ints
+
+    Ms = _ints(args.M, "--M")
+    if min(Ms) < 2:
+        raise ConfigError(f"--M {args.M!r}; a trajectory needs at least 2 times, e.g. 4,6,8")
     shape = tuple((ckpt.state.get("extra") or {}).get("data_shape") or data_shape_of(cfg))
     sp = trajectory_spectra(model, shape, Ms, n=n, sampler=sampler, steps=max(args.steps, 2 * max(Ms)),
                             threshold=args.threshold, generator=g)

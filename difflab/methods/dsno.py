@@ -668,14 +668,7 @@ def demo_section(out: Path, toy_model, toy_cfg, digits_model, digits_cfg, progre
     with the teachers on held-out noises."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    # These tensors are tiny (a 2-D MLP, 8x8 images): a second intra-op thread only adds spin-waiting, which on a
-    # shared 2-core machine made DSNO training 10x slower in a trial. One thread here; the caller's setting returns.
-    torch.set_num_threads(1)
-    try:
-        return _demo_lines(out, toy_model, toy_cfg, digits_model, digits_cfg, progress)
-    finally:
-        torch.set_num_threads(threads)
+    return _demo_lines(out, toy_model, toy_cfg, digits_model, digits_cfg, progress)
 
 
 def _demo_lines(out: Path, toy_model, toy_cfg, digits_model, digits_cfg, progress: bool) -> list[str]:

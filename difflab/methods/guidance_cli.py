@@ -230,16 +230,8 @@ def demo_section(out, toy_model, toy_cfg, digits_model, digits_cfg, progress: bo
     """Discriminator guidance in the quickstart: (1) the exact correction of a deliberately wrong
     toy score (closed-form optimal discriminator), (2) a discriminator trained on a bank of the
     trained toy model's samples, (3) in the time left, the same on the digits model. Markdown
-    lines; PNGs and JSON go into ``out``. About 35 s on a shared 2-core CPU.
-
-    Runs with one intra-op thread (restored after): these batches are small, and on a busy
-    2-core machine two threads made this section 6x slower (227 s against 35 s, measured)."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _demo_section(out, toy_model, toy_cfg, digits_model, digits_cfg, progress)
-    finally:
-        torch.set_num_threads(n_threads)
+    lines; PNGs and JSON go into ``out``. About 35 s on a shared 2-core CPU."""
+    return _demo_section(out, toy_model, toy_cfg, digits_model, digits_cfg, progress)
 
 
 def _demo_section(out, toy_model, toy_cfg, digits_model, digits_cfg, progress: bool) -> list[str]:

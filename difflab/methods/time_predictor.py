@@ -871,12 +871,7 @@ def demo_section(out: Path, toy_model, toy_cfg, digits_model, digits_cfg, progre
     posterior mean), shows the drift of few-step trajectories, and compares TP sampling with the
     original samplers (toy: exact metrics; digits: sample grids). About a minute on 2 CPU cores.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: a second thread only adds contention on a shared 2-core machine
-    try:
-        return _demo_section(Path(out), toy_model, toy_cfg, digits_model, digits_cfg, progress)
-    finally:
-        torch.set_num_threads(threads)
+    return _demo_section(Path(out), toy_model, toy_cfg, digits_model, digits_cfg, progress)
 
 
 def _demo_section(out: Path, toy_model, toy_cfg, digits_model, digits_cfg, progress: bool) -> list[str]:

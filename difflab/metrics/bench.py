@@ -11,6 +11,7 @@ External peers: diffusers' DDIM and DPM-Solver++ schedulers driven by the same d
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import platform
@@ -79,11 +80,7 @@ def evaluate_samples(x: torch.Tensor, data_name: str, *, data_dir=None, seed: in
         if tuple(x.shape[1:]) != (1, 28, 28):
             raise DifflabError(f"difflab's {name} evaluator takes (N, 1, 28, 28) images, got {tuple(x.shape[1:])}")
         m = evaluate_images(x, name, data_dir=data_dir, seed=seed)
-        # FID is biased upwards at small N: what len(x) real test images score against the same
-        # statistics is the floor a perfect sampler would reach at this N.
-        test = load_dataset(name, data_dir=data_dir, split="test").x
-        pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed + 7919))[:len(x)]
-        floor = evaluate_images(test[pick], name, data_dir=data_dir, seed=seed)["fid"]
+        floor = _real_fid_floor(name, None if data_dir is None else str(data_dir), len(x), seed)
         return {**m, "quality": m["fid"], "quality_floor": floor,
                 "quality_name": f"FID, {m['feature_space']} features"}
     if name == "digits":
@@ -100,6 +97,18 @@ def evaluate_samples(x: torch.Tensor, data_name: str, *, data_dir=None, seed: in
     real = load_dataset(data_name, data_dir=data_dir, split="train", num_samples=min(50000, 10 * len(x))).x
     m = inception_fid(x, real)
     return {**m, "quality": m["fid"], "quality_name": "FID, Inception", "feature_space": "inception-2015-12-05"}
+
+
+@functools.lru_cache(maxsize=8)
+def _real_fid_floor(name: str, data_dir: str | None, n: int, seed: int) -> float:
+    """FID is biased upwards at small N: what n real test images score against the training statistics
+    is the floor a perfect sampler reaches at this N (computed once per data, n and seed)."""
+    from ..data import load_dataset
+    from .evaluator import evaluate_images
+
+    test = load_dataset(name, data_dir=data_dir, split="test").x
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed + 7919))[:n]
+    return evaluate_images(test[pick], name, data_dir=data_dir, seed=seed)["fid"]
 
 
 # ---------------------------------------------------------------------------- diffusers peers
