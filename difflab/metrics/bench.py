@@ -213,7 +213,7 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
         else:
             res = generate(models[label][0], tuple(data_shape), sampler=sampler, steps=max(steps, 1), n=n, seed=seed,
                            batch=batch, device=device, **opts)
-            name = sampler + "".join(f" {k}={v}" for k, v in opts.items() if isinstance(v, (bool, int, float, str)))
+            name = row_name(sampler, opts)
         metrics = evaluate_samples(res["x"], data_name, data_dir=data_dir, seed=seed)
         rows.append({"model": label, "sampler": name, "steps": steps, "nfe": res["nfe"],
                      "seconds_per_sample": res["seconds"] / n, **{k: v for k, v in metrics.items() if _scalar(v)}})
@@ -239,6 +239,11 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
     viz.save_curves({k: tuple(zip(*sorted(zip(*v)))) for k, v in series.items()}, out / "quality_vs_nfe.png", "NFE",
                     qname, title=f"{data_name}: {qname} vs NFE ({n} samples)", logx=True, logy=True)
     return result
+
+
+def row_name(sampler: str, opts: dict) -> str:
+    """A row's sampler column: the sampler and its scalar generate() options (e.g. 'ddim clip=True')."""
+    return sampler + "".join(f" {k}={v}" for k, v in opts.items() if isinstance(v, (bool, int, float, str)))
 
 
 def _one_step(fn, data_shape, n: int, seed: int, batch: int, device) -> dict:

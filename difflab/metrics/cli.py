@@ -212,7 +212,9 @@ def method_rows(model, args, device, grid: list) -> tuple[dict, dict, tuple]:
             ts = refine_grid(torch.tensor(bank["times"], dtype=torch.float64), int(bank["steps"]))[0]
             opts = {"ts": ts, **({"clip": True} if bank.get("clip_denoised") else {})}
             extra["teacher"] = (model, [(bank["sampler"], len(ts) - 1, opts)])
-            baseline = ("teacher", bank["sampler"] + (" clip=True" if "clip" in opts else ""), len(ts) - 1)
+            from .bench import row_name
+
+            baseline = ("teacher", row_name(bank["sampler"], opts), len(ts) - 1)
         one_step["DSNO"] = (lambda x_T: dsno_sample(dsno, x_T).x, baseline)
     if extra or one_step:
         have = {(s, k) for s, k, *_ in grid}
