@@ -11,6 +11,7 @@ runs, plus the process's ru_maxrss).
 
     python benchmarks/train_throughput.py                      # digits 8x8 U-Net, batch 128
     python benchmarks/train_throughput.py --preset 28x28 --steps 5 --json out.json
+    python benchmarks/train_throughput.py --preset 32x32 --amp bf16 --threads 0   # the CIFAR-10 GPU recipe's model
 """
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ from difflab.config import apply_overrides, load_config
 from difflab.data import ArrayDataset, load_dataset
 from difflab.train import Trainer
 
-PRESETS = {"8x8": "digits-ddpm", "28x28": "mnist-ddpm"}
+RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes")
+# 32x32: recipes/cifar10-ddpm-gpu.toml (the 35.7M-parameter U-Net of DDPM's CIFAR-10 model).
+PRESETS = {"8x8": "digits-ddpm", "28x28": "mnist-ddpm", "32x32": os.path.join(RECIPES, "cifar10-ddpm-gpu.toml")}
+SHAPES = {"28x28": ("mnist", (1, 28, 28)), "32x32": ("cifar10", (3, 32, 32))}
 
 
 class PeakRSS:
@@ -72,16 +76,17 @@ def sync(device: torch.device) -> None:
 
 
 def dataset_for(preset: str, data_dir: str | None) -> ArrayDataset:
-    """digits for 8x8; MNIST for 28x28 when a data dir has it, else random images of that shape
-    (throughput does not depend on the pixels)."""
+    """digits for 8x8; MNIST (28x28) or CIFAR-10 (32x32) when a data dir has it, else random images of that
+    shape (throughput does not depend on the pixels)."""
     if preset == "8x8":
         ds = load_dataset("digits")
     else:
+        name, shape = SHAPES[preset]
         try:
-            ds = load_dataset("mnist", data_dir)
-        except Exception:  # no MNIST here: same-shaped stand-in
-            ds = ArrayDataset(torch.rand(10_000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1,
-                              name="random-28x28")
+            ds = load_dataset(name, data_dir)
+        except Exception:  # not here: a same-shaped stand-in
+            ds = ArrayDataset(torch.rand(10_000, *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1,
+                              name=f"random-{preset}")
     return ArrayDataset(ds.x, None, name=ds.name)
 
 

@@ -127,51 +127,83 @@ def _bench_section(out: Path, model, cfg, n: int, progress: bool) -> list[str]:
 
 
 MNIST_ZOO = ("mnist-ddpm", "mnist-tp", "mnist-dg")
+# Shown too when shipped: the other base models at 10 steps, and DSNO at one evaluation.
+MNIST_ZOO_EXTRA = ("mnist-iddpm", "mnist-vpsde", "mnist-dsno")
 
 
-def _mnist_zoo_section(out: Path, data_dir, n: int = 256) -> list[str]:
-    """The shipped MNIST models (no training): plain, TP, DG and TP+DG samplers at 10 NFE side by side,
-    with FID in difflab-mnist features when the MNIST files are at hand (grids only otherwise)."""
-    from . import zoo
-    from .data import resolve_data_dir
+def _mnist_arms(shipped: set) -> list[tuple[str, str, object, str]]:
+    """(model name, method, model callable or DSNO, sampler) for every row of the MNIST section."""
     from .methods.guidance import DiscriminatorGuidance, load_discriminator
     from .methods.time_predictor import TimePredictorSampling, load_time_predictor
-    from .samplers.batched import generate
     from .train.api import load_model
 
-    missing = [m for m in MNIST_ZOO if m not in zoo.zoo_names()]
-    if missing:
-        return ["## MNIST (zoo models)", "", f"(not shipped in this copy: {', '.join(missing)})", ""]
-    model, cfg, _ = load_model("mnist-ddpm")
+    model, _, _ = load_model("mnist-ddpm")
     g = load_time_predictor("mnist-tp", schedule=model.schedule).predictor
     disc = load_discriminator("mnist-dg")
     tp, dg = TimePredictorSampling(model, g), DiscriminatorGuidance(model, disc)
-    arms = [("plain", model, "ddim"), ("plain", model, "ancestral"), ("TP", tp, "ddim"), ("TP", tp, "ancestral"),
-            ("DG", dg, "ddim"), ("DG", dg, "ancestral"), ("TP+DG", DiscriminatorGuidance(tp, disc), "ddim")]
-    from .errors import DataError
+    arms = [("mnist-ddpm", "plain", model, "ddim"), ("mnist-ddpm", "plain", model, "ancestral"),
+            ("mnist-ddpm", "TP", tp, "ddim"), ("mnist-ddpm", "TP", tp, "ancestral"),
+            ("mnist-ddpm", "DG", dg, "ddim"), ("mnist-ddpm", "DG", dg, "ancestral"),
+            ("mnist-ddpm", "TP+DG", DiscriminatorGuidance(tp, disc), "ddim")]
+    if "mnist-iddpm" in shipped:  # learned variance: the ancestral sampler uses the interpolated Σ
+        m = load_model("mnist-iddpm")[0]
+        arms += [("mnist-iddpm", "plain", m, "ddim"), ("mnist-iddpm", "plain", m, "ancestral")]
+    if "mnist-vpsde" in shipped:
+        m = load_model("mnist-vpsde")[0]
+        arms += [("mnist-vpsde", "plain", m, "euler_maruyama"), ("mnist-vpsde", "plain", m, "pf_heun")]
+    if "mnist-dsno" in shipped:
+        from .methods.dsno import load_dsno
 
+        arms.append(("mnist-ddpm", "DSNO", load_dsno("mnist-dsno")[0], "dsno"))
+    return arms
+
+
+def _mnist_zoo_section(out: Path, data_dir, n: int = 256) -> list[str]:
+    """The shipped MNIST models (no training): plain, TP, DG and TP+DG samplers at 10 NFE side by side, the
+    other shipped base models and one-evaluation DSNO, with FID in difflab-mnist features when the MNIST files
+    are at hand (grids only otherwise)."""
+    from . import zoo
+    from .data import resolve_data_dir
+    from .errors import DataError
+    from .methods.dsno import dsno_sample
+    from .metrics.bench import evaluate_samples
+    from .samplers.batched import generate
+
+    shipped = set(zoo.zoo_names())
+    missing = [m for m in MNIST_ZOO if m not in shipped]
+    if missing:
+        return ["## MNIST (zoo models)", "", f"(not shipped in this copy: {', '.join(missing)})", ""]
+    arms = _mnist_arms(shipped)
     try:
         have_data = (resolve_data_dir(data_dir) / "mnist").is_dir()
     except DataError:  # no data directory: pictures only
         have_data = False
-    lines = ["## MNIST (zoo models `mnist-ddpm`, `mnist-tp`, `mnist-dg`; nothing trained here)", "",
-             f"{n} samples per row at 10 steps, the same seed for every row" + (
+    names = sorted({a[0] for a in arms} | ({"mnist-tp", "mnist-dg"}) | ({"mnist-dsno"} & shipped))
+    lines = [f"## MNIST (zoo models {', '.join(f'`{m}`' for m in names)}; nothing trained here)", "",
+             f"{n} samples per row at 10 steps (DSNO: one evaluation), the same seed for every row" + (
                  "; FID in difflab-mnist features (not Inception)." if have_data else
                  " (no MNIST files found: set DIFFLAB_DATA for FID)."), "",
-             "| method | sampler | NFE | FID | s/sample | samples |", "|---|---|---:|---:|---:|---|"]
-    from .metrics.bench import evaluate_samples
-
+             "| model | method | sampler | NFE | FID | s/sample | samples |", "|---|---|---|---:|---:|---:|---|"]
     floor = None
-    for label, m, sampler in arms:
-        res = generate(m, (1, 28, 28), sampler=sampler, steps=10, n=n if have_data else min(n, 64), seed=0, batch=64)
-        fname = f"mnist_{label.replace('+', '_')}_{sampler}.png".lower()
+    count = n if have_data else min(n, 64)
+    for base, label, m, sampler in arms:
+        if sampler == "dsno":
+            x_T = torch.randn(count, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                xs = torch.cat([dsno_sample(m, xb).x for xb in x_T.split(64)])
+            res = {"x": xs, "nfe": 1, "seconds_per_sample": (time.perf_counter() - t0) / count}
+        else:
+            res = generate(m, (1, 28, 28), sampler=sampler, steps=10, n=count, seed=0, batch=64)
+        tag = base.removeprefix("mnist-")
+        fname = f"mnist_{tag}_{label.replace('+', '_')}_{sampler}.png".lower()
         viz.save_grid(res["x"][:64], out / fname, nrow=8)
         fid = ""
         if have_data:
             met = evaluate_samples(res["x"], "mnist", data_dir=data_dir)
             fid, floor = f"{met['quality']:.2f}", met.get("quality_floor")
-        lines.append(f"| {label} | {sampler} | {res['nfe']} | {fid} | {res['seconds_per_sample'] * 1e3:.1f} ms | "
-                     f"![{label} {sampler}]({fname}) |")
+        lines.append(f"| {base} | {label} | {sampler} | {res['nfe']} | {fid} | "
+                     f"{res['seconds_per_sample'] * 1e3:.1f} ms | ![{label} {sampler}]({fname}) |")
     if floor is not None:
         lines += ["", f"{n} real test images score FID {floor:.2f} against the same statistics: the floor at this size."]
     return lines + [""]

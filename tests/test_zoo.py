@@ -112,8 +112,12 @@ def test_quickstart_mnist_zoo_section_without_data(tmp_path, monkeypatch):
     monkeypatch.delenv("DIFFLAB_DATA", raising=False)
     lines = _mnist_zoo_section(tmp_path, None, n=8)
     rows = [ln for ln in lines if ln.startswith("| ") and "png" in ln]
-    assert len(rows) == 7 and "set DIFFLAB_DATA for FID" in "\n".join(lines)
-    assert len(list(tmp_path.glob("mnist_*.png"))) == 7
+    extra = {"mnist-iddpm": 2, "mnist-vpsde": 2, "mnist-dsno": 1}
+    expected = 7 + sum(k for m, k in extra.items() if m in zoo.zoo_names())
+    assert len(rows) == expected and "set DIFFLAB_DATA for FID" in "\n".join(lines)
+    assert len(list(tmp_path.glob("mnist_*.png"))) == expected
+    if "mnist-dsno" in zoo.zoo_names():
+        assert any("| DSNO | dsno | 1 |" in r for r in rows)
 
 
 @pytest.mark.skipif("mnist-dsno" not in zoo.zoo_names(), reason="mnist-dsno not shipped")
