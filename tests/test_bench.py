@@ -162,6 +162,11 @@ def test_bench_cli_puts_tp_dg_and_dsno_beside_the_plain_samplers(tmp_path):
                  "--samplers", "ddim,pf_heun", *q]) == 0
     rows = json.loads((tmp_path / "b3" / "results.json").read_text())["rows"]
     assert {r["sampler"] for r in rows} == {"ddim", "pf_heun"}
+    # --clip reaches the samplers that have x̂0 (ancestral, DDIM) and only them; the row says so
+    assert main(["bench", str(run), "--out", str(tmp_path / "b4"), "--nfe", "5", "--n", "50", "--no-peers",
+                 "--samplers", "ddim,pf_heun", "--clip", *q]) == 0
+    rows = json.loads((tmp_path / "b4" / "results.json").read_text())["rows"]
+    assert {r["sampler"] for r in rows} == {"ddim clip=True", "pf_heun"}
     assert main(["bench", str(run), "--out", str(tmp_path / "b3"), "--samplers", "ddim,heun"]) == 2
 
 

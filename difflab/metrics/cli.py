@@ -44,6 +44,9 @@ def register(sub) -> dict:
     p.add_argument("--samplers", default=None, help="comma-separated subset of the plain samplers (default: all)")
     p.add_argument("--no-adaptive", action="store_true",
                    help="skip the adaptive PF-ODE row (hundreds of NFE per sample on image models)")
+    p.add_argument("--clip", action="store_true",
+                   help="clip x̂0 to [-1, 1] in the ancestral and DDIM rows (needed by schedules whose ᾱ(1) is ~0, "
+                        "such as the cosine one: x̂0 = (x − σ ε̂)/α amplifies ε̂'s error by 1/α at the first step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
@@ -153,6 +156,9 @@ def cmd_bench(args) -> int:
         if bad or not keep:
             raise ConfigError(f"--samplers {args.samplers!r}; expected a comma-separated subset of {', '.join(SAMPLERS)}")
         grid = [g for g in grid if g[0] in keep]
+    if args.clip:
+        grid = [(*g[:2], {**(g[2] if len(g) > 2 else {}), "clip": True}) if g[0] in ("ancestral", "ddim") else g
+                for g in grid]
     extra, one_step, peer_nfe = method_rows(model, args, device, grid)
     res = run_bench(model, cfg.data.name, _shape(ckpt, cfg), args.out, grid=grid, n=args.n, seed=args.seed,
                     data_dir=args.data_dir, peers=not args.no_peers, device=device, extra_models=extra,
