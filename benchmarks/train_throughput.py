@@ -126,6 +126,20 @@ def make_bare_step(model, ds: ArrayDataset, diffusion, tcfg, device: torch.devic
     return step
 
 
+def count_flops(net, x, times) -> dict:
+    """FLOP per image of ``net`` on the batch ``x``: forward alone, and forward + backward (a training step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = times[torch.arange(len(x)) * 7 % len(times)]
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(x, t)
+    forward = fc.get_total_flops() / len(x)
+    with FlopCounterMode(display=False) as fc:
+        net(x, t).float().pow(2).mean().backward()
+    net.zero_grad(set_to_none=True)
+    return {"forward": forward, "train_step": fc.get_total_flops() / len(x)}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="8x8")
@@ -140,6 +154,9 @@ def main(argv=None) -> dict:
                          "extra threads can thrash (20x slower measured on a loaded 2-core box)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--flops", action="store_true",
+                    help="also count the U-Net's FLOP per image (forward, and forward+backward of a training step) "
+                         "with torch.utils.flop_counter: the basis of a run's expected cost on any hardware")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,6 +209,7 @@ def main(argv=None) -> dict:
         rows[name]["overhead_pct"] = 100.0 * (base / rows[name]["images_per_s"] - 1.0)
 
     params = sum(p.numel() for p in model.parameters())
+    flops = count_flops(bare_model.net, ds.x[:2].to(device), diffusion.times.float().to(device)) if args.flops else None
     mem_kind = "CUDA max allocated" if device.type == "cuda" else "peak RSS while running"
     threads = torch.get_num_threads()
     print(f"training throughput: U-Net {args.preset} ({params / 1e6:.2f}M params), {ds.name} x{ds.x.shape[0]}, "
@@ -203,9 +221,12 @@ def main(argv=None) -> dict:
         rng = f"{r['min']:.0f}-{r['max']:.0f}"
         print(f"{name:18}{r['images_per_s']:>19.1f}{rng:>19}{r['overhead_pct']:>+9.1f}%{r['peak_mem_mb']:>8.0f} MB")
     print(f"(peak mem: {mem_kind}; process ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    if flops:
+        print(f"FLOP per image: forward {flops['forward'] / 1e9:.1f} G, training step (forward + backward) "
+              f"{flops['train_step'] / 1e9:.1f} G; batch {args.batch}: {flops['train_step'] * args.batch / 1e12:.2f} TFLOP per step")
     result = {"preset": args.preset, "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
               "device": str(device), "threads": threads, "amp": args.amp, "params": params, "dataset": ds.name,
-              "peak_mem_kind": mem_kind, "rows": rows, "torch": torch.__version__}
+              "peak_mem_kind": mem_kind, "rows": rows, "flop_per_image": flops, "torch": torch.__version__}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -168,7 +168,7 @@ def _mnist_zoo_section(out: Path, data_dir, n: int = 256) -> list[str]:
     from .data import resolve_data_dir
     from .errors import DataError
     from .methods.dsno import dsno_sample
-    from .metrics.bench import evaluate_samples
+    from .metrics.bench import evaluate_samples, generate_one_step
     from .samplers.batched import generate
 
     shipped = set(zoo.zoo_names())
@@ -180,7 +180,7 @@ def _mnist_zoo_section(out: Path, data_dir, n: int = 256) -> list[str]:
         have_data = (resolve_data_dir(data_dir) / "mnist").is_dir()
     except DataError:  # no data directory: pictures only
         have_data = False
-    names = sorted({a[0] for a in arms} | ({"mnist-tp", "mnist-dg"}) | ({"mnist-dsno"} & shipped))
+    names = [m for m in MNIST_ZOO + MNIST_ZOO_EXTRA if m in shipped]
     lines = [f"## MNIST (zoo models {', '.join(f'`{m}`' for m in names)}; nothing trained here)", "",
              f"{n} samples per row at 10 steps (DSNO: one evaluation), the same seed for every row" + (
                  "; FID in difflab-mnist features (not Inception)." if have_data else
@@ -190,11 +190,7 @@ def _mnist_zoo_section(out: Path, data_dir, n: int = 256) -> list[str]:
     count = n if have_data else min(n, 64)
     for base, label, m, sampler, *opts in arms:
         if sampler == "dsno":
-            x_T = torch.randn(count, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                xs = torch.cat([dsno_sample(m, xb).x for xb in x_T.split(64)])
-            res = {"x": xs, "nfe": 1, "seconds_per_sample": (time.perf_counter() - t0) / count}
+            res = generate_one_step(lambda x_T, m=m: dsno_sample(m, x_T).x, (1, 28, 28), count, seed=0, batch=64)
         else:
             res = generate(m, (1, 28, 28), sampler=sampler, steps=10, n=count, seed=0, batch=64, **(opts[0] if opts else {}))
         tag = base.removeprefix("mnist-")
@@ -205,7 +201,7 @@ def _mnist_zoo_section(out: Path, data_dir, n: int = 256) -> list[str]:
             met = evaluate_samples(res["x"], "mnist", data_dir=data_dir)
             fid, floor = f"{met['quality']:.2f}", met.get("quality_floor")
         lines.append(f"| {base} | {label} | {sampler} | {res['nfe']} | {fid} | "
-                     f"{res['seconds_per_sample'] * 1e3:.1f} ms | ![{label} {sampler}]({fname}) |")
+                     f"{res['seconds'] / count * 1e3:.1f} ms | ![{label} {sampler}]({fname}) |")
     if floor is not None:
         lines += ["", f"{n} real test images score FID {floor:.2f} against the same statistics: the floor at this size."]
     return lines + [""]

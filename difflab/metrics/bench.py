@@ -208,7 +208,7 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
                 continue
             name = f"diffusers {sampler}"
         elif sampler == "one-step":
-            res = _one_step(one_step[label][0], data_shape, n, seed, batch, device)
+            res = generate_one_step(one_step[label][0], data_shape, n, seed, batch, device)
             name = "one-step"
         else:
             res = generate(models[label][0], tuple(data_shape), sampler=sampler, steps=max(steps, 1), n=n, seed=seed,
@@ -246,7 +246,7 @@ def row_name(sampler: str, opts: dict) -> str:
     return sampler + "".join(f" {k}={v}" for k, v in opts.items() if isinstance(v, (bool, int, float, str)))
 
 
-def _one_step(fn, data_shape, n: int, seed: int, batch: int, device) -> dict:
+def generate_one_step(fn, data_shape, n: int, seed: int = 0, batch: int = 500, device="cpu") -> dict:
     """n samples of a one-evaluation sampler ``fn(x_T) -> x`` from seeded standard-normal x_T."""
     import time
 
