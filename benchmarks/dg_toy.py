@@ -20,13 +20,156 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from difflab.methods.guidance_toy import ERROR_METRICS, PAPER_RATIO, toy_experiment
+from difflab import viz
+from difflab.data import toy_mixture
+from difflab.methods.guidance import (EVAL_FILE, Discriminator, DiscriminatorGuidance, checkpoints_by_step,
+                                      generate_bank, guided_model, load_bank, load_discriminator, train_discriminator)
+from difflab.methods.guidance.oracle import MixtureLogRatio, wrong_mixture
+from difflab.metrics.evaluator import evaluate_images
+from difflab.metrics.toy import toy_metrics
+from difflab.models import exact_mixture_model
+from difflab.process import GaussianDiffusion, linear_betas
+from difflab.samplers import sample
+from difflab.samplers.batched import generate
+from difflab.train.api import load_model
+from difflab.metrics.references import PAPER_RATIOS
+
+ERROR_METRICS = ("sliced_w2", "mmd2", "weight_tv")
+PAPER_RATIO = PAPER_RATIOS["DG"]  # CIFAR-10 FID of EDM-G++ / EDM (Kim et al. 2023, Table 2)
+
+
+# ------------------------------------------------------------------------------ the toy experiment
+def _samples(model, n, sampler, steps, seed):
+    g = torch.Generator().manual_seed(seed)
+    return sample(model, (n, 2), sampler=sampler, steps=steps, generator=g, dtype=torch.float32).x
+
+
+def toy_experiment(*, dataset: str = "toy:ring8", wrong: str = "weights", timesteps: int = 1000,
+                   n_train: int = 20_000, n_eval: int = 2000, settings=(("ancestral", 1000), ("ddim", 10)),
+                   bank_setting=("ancestral", 1000), curve_setting=("ddim", 50), disc_steps: int = 1000,
+                   batch_size: int = 512, lr: float = 3e-3, hidden: int = 128, depth: int = 3, t_min: float = 1e-3,
+                   t_sampling: str = "log_snr", weight: float = 1.0, run_dir=None, seed: int = 0,
+                   progress: bool = False, figure=None) -> dict:
+    """The 2-D toy experiment of discriminator guidance.
+
+    A wrong exact score (:func:`wrong_mixture` of ``dataset``'s mixture, discrete linear process
+    with ``timesteps`` steps) is sampled into a bank (``bank_setting``, n_train samples), a
+    discriminator (MLPEncoder hidden x depth) is trained against n_train true samples for
+    ``disc_steps`` steps, and at every (sampler, steps) in ``settings`` n_eval samples of four
+    models are scored with :func:`difflab.metrics.toy.toy_metrics` against the true mixture:
+    'wrong' (no guidance), 'dg_analytic' (the optimal discriminator, closed form), 'dg_trained',
+    and 'true' (the exact true score through the same sampler: the floor of that sampler).
+    All four start from the same noise. Each epoch's checkpoint is also scored at ``curve_setting``
+    (the curve's step 0 is the unguided model there).
+
+    Returns dict(rows, ratios, curve, config, timings); ``figure`` (a PNG path) gets the four
+    sample sets of the first setting side by side.
+    """
+    timings = {}
+    t0 = time.perf_counter()
+    true = toy_mixture(dataset)
+    bad = wrong_mixture(true, wrong)
+    schedule = GaussianDiffusion(linear_betas(timesteps)).schedule
+    wrong_model, true_model = exact_mixture_model(bad, schedule), exact_mixture_model(true, schedule)
+    tmp = None
+    if run_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="dg-toy-")
+        run_dir = tmp.name
+    run_dir = Path(run_dir)
+    try:
+        real = true.sample(n_train, torch.Generator().manual_seed(seed)).float()
+        bank_dir = generate_bank(wrong_model, bank_setting[0], bank_setting[1], n_train, run_dir / "bank",
+                                 shard_size=max(1, n_train // 4), seed=seed, shape=(2,), progress=progress,
+                                 source=f"exact {wrong} {dataset}")
+        bank = load_bank(bank_dir)
+        timings["bank_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        disc_dir = run_dir / "disc"
+        if (disc_dir / "checkpoints").exists():
+            shutil.rmtree(disc_dir)  # a fresh discriminator every run
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            disc = Discriminator.build((2,), hidden=hidden, depth=depth)
+        fit = train_discriminator(wrong_model, real, bank, disc_dir, discriminator=disc, steps=disc_steps,
+                                  batch_size=batch_size, lr=lr, t_min=t_min, t_sampling=t_sampling, seed=seed,
+                                  device="cpu", progress=progress, tensorboard=False)
+        timings["train_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        trained = load_discriminator(disc_dir)
+        analytic = MixtureLogRatio(true, bad, schedule)
+        models = {"wrong": wrong_model,
+                  "dg_analytic": DiscriminatorGuidance(wrong_model, analytic, weight=weight),
+                  "dg_trained": DiscriminatorGuidance(wrong_model, trained, weight=weight),
+                  "true": true_model}
+        rows, panels = [], {}
+        for i, (sampler, steps) in enumerate(settings):
+            for name, m in models.items():
+                x = _samples(m, n_eval, sampler, steps, seed + 1000)
+                rows.append({"sampler": sampler, "steps": steps, "model": name,
+                             **toy_metrics(x.double(), true, seed=seed + 7)})
+                if i == 0:
+                    panels[name] = x
+        timings["eval_s"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        table = json.loads(Path(fit["table"]).read_text()) if Path(fit["table"]).is_file() else []
+        accs = {r["step"]: r for r in table}
+        base = toy_metrics(_samples(wrong_model, n_eval, *curve_setting, seed + 1000).double(), true, seed=seed + 7)
+        curve = [{"step": 0, "epoch": 0.0, "heldout_acc": None, "heldout_bce": None,  # step 0: no guidance
+                  **{k: base[k] for k in (*ERROR_METRICS, "mean_log_density")}}]
+        for step, path in checkpoints_by_step(disc_dir):
+            m = DiscriminatorGuidance(wrong_model, load_discriminator(path), weight=weight)
+            met = toy_metrics(_samples(m, n_eval, *curve_setting, seed + 1000).double(), true, seed=seed + 7)
+            rec = accs.get(step, {})
+            curve.append({"step": step, "epoch": step / fit["steps_per_epoch"], "heldout_acc": rec.get("acc"),
+                          "heldout_bce": rec.get("loss"), **{k: met[k] for k in (*ERROR_METRICS, "mean_log_density")}})
+        timings["curve_s"] = time.perf_counter() - t3
+        if figure is not None:
+            s, n = settings[0]
+            titles = {"wrong": f"wrong score ({wrong})", "dg_analytic": "+ DG, analytic d*",
+                      "dg_trained": "+ DG, trained d", "true": "true score"}
+            tv = {r["model"]: r["weight_tv"] for r in rows if (r["sampler"], r["steps"]) == (s, n)}
+            viz.save_scatter({f"{titles[k]}\n{s} {n}, weight TV {tv[k]:.3f}": v for k, v in panels.items()}, figure,
+                             reference=true.sample(n_eval, torch.Generator().manual_seed(seed + 3)))
+        timings["total_s"] = time.perf_counter() - t0
+        return {"rows": rows, "ratios": ratios(rows), "curve": curve, "timings": timings,
+                "training": {k: fit[k] for k in ("final_step", "last_loss", "steps_per_epoch", "last_eval")},
+                "config": {"dataset": dataset, "wrong": wrong, "timesteps": timesteps, "n_train": n_train,
+                           "n_eval": n_eval, "settings": [list(s) for s in settings], "bank": list(bank_setting),
+                           "curve": list(curve_setting), "disc_steps": disc_steps, "batch_size": batch_size, "lr": lr,
+                           "hidden": hidden, "depth": depth, "t_min": t_min, "t_sampling": t_sampling,
+                           "weight": weight, "seed": seed, "bank_size": len(bank)}}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Per setting and error metric: the DG / no-DG ratio (the paper's FID ratio is 0.87) and the
+    fraction of the wrong-to-true gap that guidance closes, (m_wrong - m_dg) / (m_wrong - m_true)."""
+    out = []
+    for key in sorted({(r["sampler"], r["steps"]) for r in rows}, key=lambda k: -k[1]):
+        by = {r["model"]: r for r in rows if (r["sampler"], r["steps"]) == key}
+        for metric in ERROR_METRICS:
+            w, tr = by["wrong"][metric], by["true"][metric]
+            rec = {"sampler": key[0], "steps": key[1], "metric": metric, "wrong": w, "true": tr}
+            for name in ("dg_analytic", "dg_trained"):
+                m = by[name][metric]
+                rec[f"{name}"] = m
+                rec[f"{name}_ratio"] = m / w if w else float("nan")
+                rec[f"{name}_gap_closed"] = (w - m) / (w - tr) if w != tr else float("nan")
+            out.append(rec)
+    return out
+
+
+# ------------------------------------------------------------------------------ tables and image rows
 
 
 def print_toy(res: dict) -> None:
@@ -68,11 +211,6 @@ def print_toy(res: dict) -> None:
 
 def image_rows(args) -> list[dict]:
     """FID etc. of the diffusion model with and without DG (and with CG + DG if a classifier is given)."""
-    from difflab.methods.guidance_cli import guided_model
-    from difflab.metrics.evaluator import evaluate_images
-    from difflab.samplers.batched import generate
-    from difflab.train.api import load_model
-
     dev = args.device
     model, cfg, ckpt = load_model(args.ckpt, map_location=dev)
     shape = tuple((ckpt.state.get("extra") or {}).get("data_shape"))
@@ -97,15 +235,8 @@ def image_rows(args) -> list[dict]:
 
 def epoch_rows(args, model, shape, base_fid: float) -> list[dict]:
     """FID with DG from every saved discriminator checkpoint (one per epoch): which epoch to use."""
-    import json as _json
-
-    from difflab.methods.guidance import EVAL_FILE, checkpoints_by_step
-    from difflab.methods.guidance_cli import guided_model
-    from difflab.metrics.evaluator import evaluate_images
-    from difflab.samplers.batched import generate
-
     evals = Path(args.disc_ckpt) / EVAL_FILE
-    acc = {r["step"]: r for r in (_json.loads(evals.read_text()) if evals.is_file() else [])}
+    acc = {r["step"]: r for r in (json.loads(evals.read_text()) if evals.is_file() else [])}
     print(f"\nFID against the discriminator's epoch ({args.sampler} {args.steps}, DG w={args.weight}; "
           f"no DG: {base_fid:.3f})\n")
     print("| step | epoch | held-out acc | FID | ratio to no DG |\n|---:|---:|---:|---:|---:|")
@@ -161,8 +292,6 @@ def main(argv=None) -> int:
         res = toy_experiment(wrong=wrong, figure=fig, **kw)
         print_toy(res)
         if args.plot:
-            from difflab import viz
-
             cv = res["curve"]
             series = {m: ([r["epoch"] for r in cv[1:]], [r[m] for r in cv[1:]]) for m in ERROR_METRICS}
             s, n = res["config"]["curve"]

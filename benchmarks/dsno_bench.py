@@ -45,9 +45,9 @@ from difflab.metrics.toy import toy_metrics
 from difflab.models import exact_mixture_model
 from difflab.nets import MLP
 from difflab.samplers import ddim, pf_heun, time_grid
+from difflab.metrics.references import PAPER_RATIOS
 
-REFERENCE_RATIO = 3.78 / 2.51  # DSNO one-step FID / teacher ODE FID on CIFAR-10 (Zheng et al. 2022)
-F64 = torch.float64
+REFERENCE_RATIO = PAPER_RATIOS["DSNO"]  # DSNO one-step FID / teacher ODE FID on CIFAR-10 (Zheng et al. 2022)
 
 
 def timed(fn, repeats: int = 3) -> tuple[float, object]:
@@ -307,7 +307,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config("toy-ddpm", [f"train.steps={args.teacher_steps}", f"model.hidden={args.hidden}",
                                        "train.ckpt_every=0"])
-        from difflab.build import build_process, schedule_of
+        from difflab.train.build import build_process, schedule_of
         schedule = schedule_of(build_process(cfg.diffusion))
         exact = exact_mixture_model(mix, schedule)
         for name in args.teachers.split(","):

@@ -33,12 +33,12 @@ import torch
 from difflab.config import load_config
 from difflab.methods.time_predictor import (REFERENCE_RATIO, OracleTimePredictor, TimePredictorSampling,
                                             accuracy_by_t, build_time_predictor, fit_time_predictor,
-                                            load_time_predictor, toy_sampling_rows, toy_sampling_table, tp_configs)
+                                            load_time_predictor, toy_sampling_rows, toy_sampling_table, tp_configs,
+                                            tp_sample)
 from difflab.models import exact_mixture_model
 from difflab.process import GaussianMixture
-from difflab.samplers import sample
 
-F64 = torch.float64
+from difflab.process.schedules import F64
 BETTER_SAMPLERS = ("ancestral", "ddim")
 
 
@@ -59,7 +59,7 @@ def trained_model(world: str, mix, args):
     from difflab.data import ArrayDataset
     from difflab.train.api import load_model
     from difflab.train.checkpoint import latest_checkpoint
-    from difflab.build import build_model, build_objective, build_process
+    from difflab.train.build import build_model, build_objective, build_process
     from difflab.train.loop import Trainer
 
     run = Path(args.runs) / f"{world}-{args.preset}-{args.train_steps}" / "diffusion"
@@ -177,8 +177,8 @@ def fid_rows(args):
                 xs, gen = [], torch.Generator(args.device).manual_seed(0)
                 for lo in range(0, args.fid_n, 500):
                     with torch.no_grad():
-                        xs.append(sample(m, (min(500, args.fid_n - lo), *shape), sampler=s, steps=T, generator=gen,
-                                         device=args.device, **opts).x.cpu())
+                        xs.append(tp_sample(m, (min(500, args.fid_n - lo), *shape), sampler=s, steps=T,
+                                            generator=gen, device=args.device, **opts).x.cpu())
                 met = evaluate_images(torch.cat(xs), name=cfg.data.name, data_dir=args.data_dir)
                 out.append({"sampler": s, "steps": T, "variant": variant, "fid": met["fid"],
                             "feature_space": met["feature_space"]})

@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from difflab.build import build_model, build_objective, build_process
+from difflab.train.build import build_model, build_objective, build_process
 from difflab.config import apply_overrides, load_config
 from difflab.data import ArrayDataset, load_dataset
 from difflab.train import Trainer

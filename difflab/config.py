@@ -539,6 +539,7 @@ def save_config(cfg: Config, path: str | os.PathLike) -> Path:
 
 
 __all__ = [
+    "toml_safe",
     "BOUNDS",
     "CHOICES",
     "CHOICES_BY",
@@ -554,3 +555,14 @@ __all__ = [
     "load_config",
     "save_config",
 ]
+
+
+def toml_safe(v: Any) -> Any:
+    """Config values as TOML can store them: None dropped, tuples as lists, classes by name."""
+    if isinstance(v, dict):
+        return {str(k): toml_safe(x) for k, x in v.items() if x is not None}
+    if isinstance(v, (list, tuple)):
+        return [toml_safe(x) for x in v]
+    if isinstance(v, type):
+        return v.__name__.lower()
+    return v

@@ -19,12 +19,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from difflab.process.param import bcast, eps_to_x0, v_to_eps, x0_to_eps  # noqa: F401 (re-exported)
+
 PREDICTIONS = ("eps", "x0", "v")
-
-
-def bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(B,) -> (B, 1, ..., 1) in like's dtype and device."""
-    return v.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
 
 @dataclass
@@ -37,24 +34,6 @@ class ModelOutput:
         """The same output with the mean part cut from the graph (Improved DDPM's L_vlb: only the
         variance learns from the bound)."""
         return replace(self, eps=self.eps.detach())
-
-
-def eps_to_x0(eps, x, alpha, sigma):
-    """x̂0 = (x - σ ε) / α with α, σ of shape (B,)."""
-    return (x - bcast(sigma, x) * eps) / bcast(alpha, x)
-
-
-def x0_to_eps(x0, x, alpha, sigma):
-    return (x - bcast(alpha, x) * x0) / bcast(sigma, x)
-
-
-def eps_to_score(eps, x, sigma):
-    """∇ log p_t(x) = -ε / σ."""
-    return -eps / bcast(sigma, x)
-
-
-def score_to_eps(score, x, sigma):
-    return -score * bcast(sigma, x)
 
 
 class DiffusionModel(nn.Module):
@@ -91,7 +70,7 @@ class DiffusionModel(nn.Module):
             eps = h
         else:
             a, s = self.schedule.alpha(t.detach().cpu()), self.schedule.sigma(t.detach().cpu())
-            eps = x0_to_eps(h, x, a, s) if self.prediction == "x0" else bcast(a, x) * h + bcast(s, x) * x
+            eps = x0_to_eps(h, x, a, s) if self.prediction == "x0" else v_to_eps(h, x, a, s)
         return ModelOutput(eps=eps, t=t, var_out=var_out)
 
 

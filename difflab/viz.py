@@ -109,3 +109,61 @@ def save_trajectory_strip(trajectory: torch.Tensor, path, num_frames: int = 10, 
     idx = torch.linspace(0, S - 1, min(num_frames, S)).round().long()
     frames = trajectory[idx].transpose(0, 1).reshape(-1, *trajectory.shape[2:])
     return save_grid(frames, path, nrow=len(idx), scale=scale)
+
+
+# ---------------------------------------------------------------------------- time-predictor diagnostics
+def save_tp_accuracy(acc: dict, path, title: str = "") -> Path:
+    """A time predictor's accuracy (``time_predictor.accuracy_by_t``'s dict): RMSE and bias per t bin
+    (left), predicted against true t (right)."""
+    plt = _mpl()
+    names = [k for k in acc if k not in ("edges", "n_per_bin", "samples")]
+    e = torch.tensor(acc["edges"])
+    mid = ((e[1:] + e[:-1]) / 2).tolist()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for i, n in enumerate(names):
+        axes[0].plot(mid, acc[n]["rmse"], "o-", c=f"C{i}", label=f"RMSE {n}")
+        axes[0].plot(mid, acc[n]["bias"], "s--", c=f"C{i}", ms=3, label=f"bias {n}")
+    axes[0].axhline(0, c="0.6", lw=0.8)
+    axes[0].set_xlabel("true t")
+    axes[0].set_ylabel("g(x_t) - t")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    t = torch.tensor(acc["samples"]["t"])
+    keep = torch.randperm(t.numel(), generator=torch.Generator().manual_seed(0))[:2000]
+    for i, n in enumerate(names):
+        axes[1].scatter(t[keep], torch.tensor(acc["samples"][n])[keep], s=2, c=f"C{i}", alpha=0.5, label=n,
+                        rasterized=True)
+    axes[1].plot([0, 1], [0, 1], c="k", lw=0.8)
+    axes[1].set_xlabel("true t")
+    axes[1].set_ylabel("predicted t")
+    axes[1].set_aspect("equal")
+    axes[1].legend(fontsize=8, markerscale=4)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_tp_drift(drift: dict, path, title: str = "") -> Path:
+    """The drift of a sampler's states (``time_predictor.drift_diagnostics``' dict): predicted t (mean
+    ± std over samples) against the nominal t along the original sampler's trajectories, one panel
+    per predictor, one line per T."""
+    plt = _mpl()
+    Ts = sorted(drift)
+    names = [k for k in drift[Ts[0]] if k not in ("t", "gap")]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for i, T in enumerate(Ts):
+            t = torch.tensor(drift[T]["t"])
+            m, s = torch.tensor(drift[T][name]["mean"]), torch.tensor(drift[T][name]["std"])
+            ax.plot(t, m, "-", c=f"C{i}", lw=1.3, marker="o" if T <= 20 else None, ms=3, label=f"T = {T}")
+            ax.fill_between(t, m - s, m + s, color=f"C{i}", alpha=0.12)
+        ax.plot([0, 1], [0, 1], c="k", lw=0.8, ls="--")
+        ax.set_xlabel("nominal t (grid)")
+        ax.set_ylabel(f"predicted t ({name})")
+        ax.set_xlim(1.02, -0.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -8,7 +8,6 @@ it was trained (config, command, time, hardware).
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 
 from .errors import CheckpointError
@@ -36,20 +35,7 @@ def resolve(name) -> Path:
     raise CheckpointError(f"{name}: no such file, and not a zoo model (shipped: {', '.join(names) or 'none'}){hint}")
 
 
-def export(checkpoint, name: str, *, metrics: dict | None = None, dest: Path | None = None) -> Path:
-    """Write a checkpoint's EMA weights (or model weights if it has no EMA) with its config and
-    ``metrics`` as a zoo entry."""
-    from safetensors.torch import save_file
-
-    from .train.checkpoint import load_checkpoint
-
-    ck = load_checkpoint(checkpoint)
-    state = ck.ema_state if ck.ema_state is not None else ck.model_state
-    extra = {k: v for k, v in ((ck.state or {}).get("extra") or {}).items() if k in ("data_shape", "num_classes", "dataset")}
-    meta = {"difflab_format": "1", "kind": ck.kind, "step": str(ck.step), "weights": "ema" if ck.ema_state else "model",
-            "config": json.dumps(ck.config), "extra": json.dumps(extra, default=str),
-            "metrics": json.dumps(metrics or {})}
-    out = Path(dest or ZOO_DIR) / f"{name}.safetensors"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(out), metadata=meta)
-    return out
+def resolve_reference(ref):
+    """``ref`` itself, unless it is a bare name that is no file (e.g. "digits-ddpm"): then the zoo entry's
+    file (CheckpointError listing the entries when there is none of that name)."""
+    return resolve(ref) if is_zoo_name(ref) else ref

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from difflab.cli import main
-from difflab.methods.analysis import noise_to, rate_distortion, sample_from, sdedit, shared_xt_samples
+from difflab.analysis import noise_to, rate_distortion, sample_from, sdedit, shared_xt_samples
 from difflab.metrics.toy import mmd_permutation_test
 from difflab.models import ExactReverseModel, exact_mixture_model
 from difflab.process import GaussianDiffusion, GaussianMixture, linear_betas, ring_mixture
@@ -93,7 +93,7 @@ def test_sample_init_sdedit_cli(digits_run, tmp_path):
 def test_trajectory_spectrum_of_gaussian_data_matches_the_closed_form_trajectory():
     """For N(0, s²) data the PF-ODE path is x_t = x_T·f(t), f(t) = sqrt(α_t² s² + σ_t²) / sqrt(α_1² s² + σ_1²),
     so the spectrum over the M times is |DFT of f(t_m)|² whatever x_T: the solved spectrum must match it."""
-    from difflab.methods.analysis import trajectory_spectra
+    from difflab.analysis import trajectory_spectra
     from difflab.methods.dsno import trajectory_times
     from difflab.process import VPLinear
 
@@ -117,9 +117,9 @@ def test_density_ratio_paths_separate_real_from_wrong_and_dg_closes_the_gap():
     """With the analytic log-ratio of the true vs a wrong-weight mixture: along the forward-diffused real
     paths its mean is E_p[log p/q] = KL(p_t||q_t) >= 0, along the wrong model's paths -KL(q_t||p_t) <= 0,
     and the DG sampler (exact correction) follows the real paths."""
-    from difflab.methods.analysis import density_ratio_paths
+    from difflab.analysis import density_ratio_paths
     from difflab.methods.guidance import DiscriminatorGuidance
-    from difflab.methods.guidance_toy import MixtureLogRatio, wrong_mixture
+    from difflab.methods.guidance.oracle import MixtureLogRatio, wrong_mixture
 
     d = GaussianDiffusion(linear_betas(1000))
     true = ring_mixture(8, radius=2.0, std=0.3)
@@ -140,7 +140,7 @@ def test_density_ratio_paths_separate_real_from_wrong_and_dg_closes_the_gap():
 def test_sdedit_curve_trades_faithfulness_for_realism():
     """SDEdit from another distribution: larger t0 lowers the PSNR to the source and brings the output
     towards the model's data (at t0 = 0.8 the exact model's output is within noise of the ring)."""
-    from difflab.methods.analysis import sdedit_curve
+    from difflab.analysis import sdedit_curve
     from difflab.metrics.toy import sliced_wasserstein2
 
     d = GaussianDiffusion(linear_betas(1000))

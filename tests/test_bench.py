@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from difflab.cli import main
-from difflab.metrics.bench import default_grid, diffusers_sample, evaluate_samples, run_bench
+from difflab.interop.peers import diffusers_sample
+from difflab.metrics.bench import default_grid, evaluate_samples, run_bench
 from difflab.models import exact_mixture_model
 from difflab.process import GaussianDiffusion, linear_betas, ring_mixture
 from difflab.samplers import ddim
@@ -96,7 +97,7 @@ def test_bench_method_rows_report_ratios_against_their_base(tmp_path):
     mixture improves it, and a one-step sampler that IS the DDIM@20 map reproduces that row exactly."""
     from difflab.data import toy_mixture
     from difflab.methods.guidance import DiscriminatorGuidance
-    from difflab.methods.guidance_toy import MixtureLogRatio, wrong_mixture
+    from difflab.methods.guidance.oracle import MixtureLogRatio, wrong_mixture
     from difflab.samplers import sample
 
     d = GaussianDiffusion(linear_betas(1000))
@@ -162,11 +163,11 @@ def test_bench_cli_puts_tp_dg_and_dsno_beside_the_plain_samplers(tmp_path):
                  "--samplers", "ddim,pf_heun", *q]) == 0
     rows = json.loads((tmp_path / "b3" / "results.json").read_text())["rows"]
     assert {r["sampler"] for r in rows} == {"ddim", "pf_heun"}
-    # --clip reaches the samplers that have x̂0 (ancestral, DDIM) and only them; the row says so
+    # --clip reaches every sampler that forms x̂0 (all of them now); the row says so
     assert main(["bench", str(run), "--out", str(tmp_path / "b4"), "--nfe", "5", "--n", "50", "--no-peers",
                  "--samplers", "ddim,pf_heun", "--clip", *q]) == 0
     rows = json.loads((tmp_path / "b4" / "results.json").read_text())["rows"]
-    assert {r["sampler"] for r in rows} == {"ddim clip=True", "pf_heun"}
+    assert {r["sampler"] for r in rows} == {"ddim clip=True", "pf_heun clip=True"}
     assert main(["bench", str(run), "--out", str(tmp_path / "b3"), "--samplers", "ddim,heun"]) == 2
 
 

@@ -210,12 +210,12 @@ def test_bank_resumes_without_redoing_finished_shards(tmp_path):
     killed = _Counting(exact, fail_after=nfe_per_shard + 3)  # dies inside the second shard
     with pytest.raises(KeyboardInterrupt):
         generate_trajectories(killed, tmp_path / "bank", **kw)
-    assert sorted(p.name for p in (tmp_path / "bank").glob("shard-*")) == ["shard-00000.pt"]
-    first = (tmp_path / "bank" / "shard-00000.pt").stat().st_mtime_ns
+    assert sorted(p.name for p in (tmp_path / "bank").glob("shard-*")) == ["shard-00000.npz"]
+    first = (tmp_path / "bank" / "shard-00000.npz").stat().st_mtime_ns
     resumed = _Counting(exact)
     generate_trajectories(resumed, tmp_path / "bank", **kw)
     assert resumed.calls == 2 * nfe_per_shard  # only shards 1 and 2
-    assert (tmp_path / "bank" / "shard-00000.pt").stat().st_mtime_ns == first
+    assert (tmp_path / "bank" / "shard-00000.npz").stat().st_mtime_ns == first
     again = _Counting(exact)
     generate_trajectories(again, tmp_path / "bank", **kw)
     assert again.calls == 0
@@ -227,13 +227,40 @@ def test_bank_resumes_without_redoing_finished_shards(tmp_path):
         generate_trajectories(exact, tmp_path / "bank", **{**kw, "M": 5})
 
 
-def test_bank_npz_format(tmp_path):
+def test_bank_shards_and_settings_on_disk(tmp_path):
+    """The bank is the shared .npz bank: shards of shard_size rows, the settings (here the DDIM sampler) in
+    bank.json, and the teacher's description beside them."""
     model = exact_mixture_model(toy_mixture("toy:ring8"), VPLinear())
-    generate_trajectories(model, tmp_path, n=6, M=3, steps=4, shard_size=4, shape=(2,), fmt="npz", sampler="ddim",
-                          progress=False)
+    generate_trajectories(model, tmp_path, n=6, M=3, steps=4, shard_size=4, shape=(2,), sampler="ddim",
+                          teacher={"name": "exact"}, progress=False)
     ds = TrajectoryDataset(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("shard-*")) == ["shard-00000.npz", "shard-00001.npz"]
-    assert ds.y.shape == (6, 3, 2) and json.loads((tmp_path / "meta.json").read_text())["sampler"] == "ddim"
+    assert ds.y.shape == (6, 3, 2) and json.loads((tmp_path / "bank.json").read_text())["settings"]["sampler"] == "ddim"
+    assert ds.meta["sampler"] == "ddim" and ds.meta["num_shards"] == 2 and ds.meta["teacher"] == {"name": "exact"}
+    assert len(TrajectoryDataset(tmp_path, limit=5)) == 5
+
+
+def test_bank_corrupt_shard_is_named_then_redrawn_alone(tmp_path):
+    """A truncated shard makes loading fail with one line naming it and saying how to finish the bank; the
+    same command redraws that shard only, to the same content."""
+    from difflab.errors import DataError
+
+    exact = exact_mixture_model(toy_mixture("toy:ring8"), VPLinear())
+    kw = dict(n=10, M=4, steps=6, shard_size=4, seed=0, shape=(2,), progress=False)
+    generate_trajectories(exact, tmp_path, **kw)
+    before = TrajectoryDataset(tmp_path)
+    shard = tmp_path / "shard-00001.npz"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(DataError) as e:
+        TrajectoryDataset(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "shard-00001.npz" in msg and msg.endswith("rerun the same dsno-data command to finish the bank")
+    counting = _Counting(exact)
+    generate_trajectories(counting, tmp_path, **kw)
+    steps = len(refine_grid(trajectory_times(4), 6)[0]) - 1
+    assert counting.calls == 2 * steps - 1  # one shard redrawn
+    after = TrajectoryDataset(tmp_path)
+    assert torch.equal(after.x, before.x) and torch.equal(after.y, before.y)
 
 
 # ----------------------------------------------------------------------------- the whole pipeline

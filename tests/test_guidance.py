@@ -13,8 +13,8 @@ from difflab.errors import DataError
 from difflab.methods.guidance import (ClassifierGuidance, Discriminator, DiscriminatorGuidance, NoisyClassifier,
                                       discriminator_dataset, generate_bank, load_bank, load_classifier,
                                       load_discriminator, train_classifier, train_discriminator)
-from difflab.methods.guidance_bank import shard_name
-from difflab.methods.guidance_toy import MixtureClassifier, MixtureLogRatio, wrong_mixture
+from difflab.methods.guidance.bank import shard_name
+from difflab.methods.guidance.oracle import MixtureClassifier, MixtureLogRatio, wrong_mixture
 from difflab.metrics.toy import toy_metrics
 from difflab.models import ModelWrapper, exact_mixture_model
 from difflab.process import GaussianDiffusion, GaussianMixture, VPLinear, linear_betas, ring_mixture

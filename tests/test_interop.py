@@ -164,6 +164,28 @@ def test_ddpm_pipeline_equals_difflab_sample(tmp_path, unet):
     assert float(((x / 2 + 0.5).clamp(0, 1) - images).abs().max()) < 1e-4
 
 
+def test_sdedit_of_a_diffusers_folder_from_the_command_line(tmp_path, unet):
+    """`difflab sample diffusers:DIR --init X.npz` (it once read the difflab config before assigning it):
+    the CLI's edit equals analysis.sdedit on the loaded folder with the same seed."""
+    import numpy as np
+
+    from difflab.analysis import sdedit
+    from difflab.cli import main
+
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path / "p")
+    init = torch.rand(3, 3, 8, 8) * 2 - 1
+    np.savez(tmp_path / "init.npz", samples=init.numpy())
+    out = tmp_path / "edit.npz"
+    assert main(["sample", f"diffusers:{tmp_path / 'p'}", "--init", str(tmp_path / "init.npz"), "--t0", "0.4",
+                 "--steps", "5", "--n", "3", "--seed", "2", "--sampler", "ddim", "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 0
+    got = torch.from_numpy(np.load(out)["samples"])
+    ref = sdedit(load_diffusers(tmp_path / "p"), init, 0.4, sampler="ddim", steps=5,
+                 generator=torch.Generator().manual_seed(2))
+    assert got.shape == (3, 3, 8, 8) and torch.equal(got, ref)
+    assert float((got - init).abs().mean()) > 0.01  # it did edit
+
+
 @pytest.mark.parametrize("eta", [0.0, 0.6])
 @pytest.mark.parametrize("prediction", ["epsilon", "sample"])
 def test_ddim_scheduler_loop_equals_ddim(unet, eta, prediction):

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from difflab.errors import ConfigError
-from difflab.methods.time_predictor import (OracleTimePredictor, PredictedTimeOutput, TimePredictorObjective,
-                                            TimePredictorSampling, TimeScale, accuracy_by_t, accuracy_table,
-                                            build_time_predictor, drift_diagnostics, fit_time_predictor,
-                                            load_time_predictor, tp_configs)
+from difflab.methods.time_predictor import (TP_SAMPLERS, OracleTimePredictor, PredictedTimeOutput,
+                                            TimePredictorObjective, TimePredictorSampling, TimeScale, accuracy_by_t,
+                                            accuracy_table, build_time_predictor, drift_diagnostics,
+                                            fit_time_predictor, load_time_predictor, sampler_for, tp_configs,
+                                            tp_sample)
 from difflab.models import DiffusionModel, ExactReverseModel, ModelWrapper, bcast, exact_mixture_model
 from difflab.nets import MLP
 from difflab.process import GaussianDiffusion, GaussianMixture, VPLinear, linear_betas, ring_mixture
-from difflab.samplers import SAMPLERS, time_grid
+from difflab.samplers import SAMPLERS, sample, time_grid
 
 F64 = torch.float64
 RING = ring_mixture(8, radius=2.0, std=0.3)
@@ -71,7 +72,8 @@ def _models(kind):
 
 SAMPLER_CASES = [("ancestral", {}), ("ancestral", {"var_type": "fixed_large", "clip_denoised": True}),
                  ("ddim", {}), ("ddim", {"eta": 0.7, "clip_denoised": True}), ("euler_maruyama", {}),
-                 ("pf_euler", {}), ("pf_heun", {}), ("pf_adaptive", {"rtol": 1e-3, "atol": 1e-3})]
+                 ("euler_maruyama", {"clip_denoised": True}), ("pf_euler", {}), ("pf_heun", {}),
+                 ("pf_heun", {"clip_denoised": True}), ("pf_adaptive", {"rtol": 1e-3, "atol": 1e-3})]
 
 
 @pytest.mark.parametrize("kind", ["discrete", "vp"])
@@ -93,16 +95,33 @@ def test_tp_with_the_nominal_time_is_the_original_sampler_bit_for_bit(kind, name
 @pytest.mark.parametrize("kind", ["discrete", "vp"])
 @pytest.mark.parametrize("name,opts", SAMPLER_CASES)
 def test_coefficients_at_the_nominal_time_agree_with_the_grid(kind, name, opts):
-    """use_in_coefficients takes α, σ, β (and the ancestral step's posterior) at out.t per sample; at
+    """use_in_coefficients takes α, σ, β (and the ancestral step's posterior) at out.t per sample (the
+    samplers of TP_SAMPLERS, which sampler_for picks through the spy stacked above the TP wrapper); at
     the grid time that is a second route to the grid's numbers (the ancestral one re-derives the
     respaced GaussianDiffusion's posterior)."""
     model = _models(kind)["exact"]
     ts = time_grid(model.schedule, 7, t_min=1e-3 if name == "pf_adaptive" else 0.0)
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
     ref = SAMPLERS[name](model, x, ts, generator=torch.Generator().manual_seed(2), **opts)
-    tp = SAMPLERS[name](nominal_time_tp(model, use_in_coefficients=True), x, ts,
-                        generator=torch.Generator().manual_seed(2), **opts)
+    spy = nominal_time_tp(model, use_in_coefficients=True)
+    assert sampler_for(spy, name) is TP_SAMPLERS[name] and sampler_for(nominal_time_tp(model), name) is SAMPLERS[name]
+    tp = sampler_for(spy, name)(spy, x, ts, generator=torch.Generator().manual_seed(2), **opts)
     torch.testing.assert_close(tp.x, ref.x, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(TP_SAMPLERS))
+def test_per_sample_samplers_report_every_step_to_the_callback(name):
+    """The shared contract: callback(i, t, x, x0_pred) after step i with x the state at ts[i+1] (the
+    trajectory's), and the same NFE as the shared sampler of that name."""
+    model = nominal_time_tp(_models("vp")["exact"], use_in_coefficients=True)
+    ts = time_grid(model.schedule, 5, t_min=1e-3 if name == "pf_adaptive" else 0.0)
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    seen = []
+    r = TP_SAMPLERS[name](model, x, ts, generator=torch.Generator().manual_seed(2), return_trajectory=True,
+                          callback=lambda i, t, xi, x0: seen.append((i, t, xi)))
+    assert [(i, t) for i, t, _ in seen] == [(i, float(ts[i + 1])) for i in range(len(ts) - 1)]
+    assert all(torch.equal(xi, r.trajectory[i + 1]) for i, _, xi in seen)
+    assert r.nfe == SAMPLERS[name](model, x, ts, generator=torch.Generator().manual_seed(2)).nfe
 
 
 def test_learned_variances_at_the_nominal_time_agree_with_the_grid():
@@ -111,8 +130,8 @@ def test_learned_variances_at_the_nominal_time_agree_with_the_grid():
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
     for vt in ("learned", "fixed_small"):
         ref = SAMPLERS["ancestral"](model, x, ts, var_type=vt, generator=torch.Generator().manual_seed(2))
-        tp = SAMPLERS["ancestral"](nominal_time_tp(model, True), x, ts, var_type=vt,
-                                   generator=torch.Generator().manual_seed(2))
+        tp = TP_SAMPLERS["ancestral"](nominal_time_tp(model, True), x, ts, var_type=vt,
+                                      generator=torch.Generator().manual_seed(2))
         torch.testing.assert_close(tp.x, ref.x, rtol=1e-7, atol=1e-9)
 
 
@@ -125,18 +144,40 @@ def test_tp_evaluates_the_model_at_g_and_steps_with_its_coefficients():
     tp = TimePredictorSampling(spy, lambda x: torch.full((x.shape[0],), 0.3, dtype=F64), use_in_coefficients=True)
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     out = tp(x, torch.full((16,), 0.9, dtype=F64))
-    assert isinstance(out, PredictedTimeOutput) and out.time_in_coefficients
+    assert isinstance(out, PredictedTimeOutput) and sampler_for(tp, "pf_euler") is TP_SAMPLERS["pf_euler"]
     assert torch.equal(spy.last_t, torch.full((16,), 0.3, dtype=F64)) and torch.equal(out.t, spy.last_t)
     assert torch.equal(out.nominal_t, torch.full((16,), 0.9, dtype=F64))
-    x1 = SAMPLERS["pf_euler"](tp, x, torch.tensor([0.9, 0.8], dtype=F64), denoise=False).x
+    x1 = sampler_for(tp, "pf_euler")(tp, x, torch.tensor([0.9, 0.8], dtype=F64), denoise=False).x
     eps = inner(x, torch.full((16,), 0.3, dtype=F64)).eps
     expect = x + (-0.1) * (-0.5 * float(sched.beta(0.3))) * (x - eps / float(sched.sigma(0.3)))
     torch.testing.assert_close(x1, expect, rtol=1e-12, atol=1e-12)
-    # without coefficients the sampler keeps β(0.9), σ(0.9) and only ε changes
-    x1 = SAMPLERS["pf_euler"](TimePredictorSampling(inner, lambda x: torch.full((16,), 0.3, dtype=F64)), x,
-                              torch.tensor([0.9, 0.8], dtype=F64), denoise=False).x
+    # without coefficients the (shared) sampler keeps β(0.9), σ(0.9) and only ε changes
+    plain = TimePredictorSampling(inner, lambda x: torch.full((16,), 0.3, dtype=F64))
+    assert sampler_for(plain, "pf_euler") is SAMPLERS["pf_euler"]
+    x1 = sampler_for(plain, "pf_euler")(plain, x, torch.tensor([0.9, 0.8], dtype=F64), denoise=False).x
     expect = x + (-0.1) * (-0.5 * float(sched.beta(0.9))) * (x - eps / float(sched.sigma(0.9)))
     torch.testing.assert_close(x1, expect, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["ancestral", "ddim", "euler_maruyama", "pf_heun"])
+def test_tp_sample_picks_the_sampler_the_model_asks_for(name):
+    """tp_sample is difflab.samplers.sample for a model-input-only TP (bit for bit) and the per-sample
+    sampler on the same default grid with use_in_coefficients, also under another wrapper."""
+    model = _models("vp")["net"]
+    g = lambda x: 0.2 + 0.6 * torch.sigmoid(x[:, 0].to(F64))  # noqa: E731
+    plain = TimePredictorSampling(model, g)
+    coef = GridTimeSpy(TimePredictorSampling(model, g, use_in_coefficients=True))
+    kw = dict(sampler=name, steps=6)
+    ref = sample(plain, (32, 2), generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(tp_sample(plain, (32, 2), generator=torch.Generator().manual_seed(0), **kw).x, ref.x)
+    gen = torch.Generator().manual_seed(0)  # the prior noise, then the sampler's, as sample() draws them
+    x = torch.randn(32, 2, generator=gen)
+    want = TP_SAMPLERS[name](coef, x, time_grid(model.schedule, 6), generator=gen)
+    got = tp_sample(coef, (32, 2), generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(got.x, want.x) and got.nfe == want.nfe
+    assert not torch.allclose(got.x, ref.x)  # the coefficients at g(x) change the samples
+    with pytest.raises(ValueError, match="did you mean 'ddim'"):
+        tp_sample(coef, (4, 2), sampler="ddmi")
 
 
 def test_clamp_defaults_and_bounds():
@@ -338,7 +379,7 @@ def test_torchvision_backbone_loads_local_weights(tmp_path):
 def test_demo_section_writes_its_report(tmp_path):
     from difflab.config import load_config
     from difflab.data import load_dataset
-    from difflab.methods.time_predictor import demo_section
+    from difflab.demo.tp import demo_section
     from difflab.train.api import load_model, train
 
     models = {}

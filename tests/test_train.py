@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from difflab.build import build_model, build_objective, build_process, data_shape_of
+from difflab.train.build import build_model, build_objective, build_process, data_shape_of
 from difflab.config import Config, apply_overrides, list_presets, load_config
 from difflab.data import ArrayDataset, load_dataset
 from difflab.errors import CheckpointError, ConfigError, DivergenceError
@@ -284,7 +284,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 DDP_SCRIPT = textwrap.dedent("""
     import os, sys, torch
     import torch.multiprocessing as mp
-    from difflab.build import build_model, build_objective, build_process
+    from difflab.train.build import build_model, build_objective, build_process
     from difflab.config import apply_overrides, load_config
     from difflab.data import ArrayDataset, load_dataset
     from difflab.train import Trainer, init_distributed

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from difflab import zoo
+from difflab.train.export import export_zoo_entry
 from difflab.cli import main
 from difflab.errors import CheckpointError
 from difflab.train.api import load_model
@@ -14,6 +15,8 @@ from difflab.train.checkpoint import load_checkpoint
 
 def test_unknown_name_lists_the_zoo(capsys):
     with pytest.raises(CheckpointError, match="not a zoo model"):
+        load_model("no-such-model")
+    with pytest.raises(CheckpointError, match="not found"):  # checkpoint reading itself knows nothing of the zoo
         load_checkpoint("no-such-model")
     assert main(["sample", "no-such-model", "--out", "x.png"]) == 2
     assert "not a zoo model" in capsys.readouterr().err
@@ -23,7 +26,7 @@ def test_export_round_trip(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "toy-ddpm", "--out", str(run), "--no-progress", "--set", "train.steps=5",
                  "--set", "model.hidden=16", "--set", "data.num_samples=500", "--set", "train.batch_size=32"]) == 0
-    f = zoo.export(run, "mini", metrics={"sliced_w2": 0.5}, dest=tmp_path)
+    f = export_zoo_entry(run, "mini", metrics={"sliced_w2": 0.5}, dest=tmp_path)
     model, cfg, ck = load_model(f)
     full, _, _ = load_model(run)  # EMA weights of the run
     x, t = torch.randn(7, 2), torch.rand(7)

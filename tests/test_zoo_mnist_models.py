@@ -65,7 +65,7 @@ def test_shipped_mnist_models_agree_on_the_noise_better_than_with_the_drawn_nois
 def variance_gain_bpd(model, cfg, x0: torch.Tensor, indices, seed: int = 0) -> dict:
     """Per index i: the bound's term (bits/dim, mean over x0) with the model's learned variance and with DDPM's
     fixed β̃ variance, for the same mean."""
-    from difflab.build import build_process
+    from difflab.train.build import build_process
 
     diffusion = build_process(cfg.diffusion)
     g = torch.Generator().manual_seed(seed)

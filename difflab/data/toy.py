@@ -27,7 +27,7 @@ import torch
 
 from difflab.errors import DataError
 
-F64 = torch.float64
+from difflab.process.schedules import F64
 
 TOY_DATASETS = ("toy:ring8", "toy:grid25", "toy:moons", "toy:swissroll", "toy:checkerboard", "toy:gaussian")
 DEFAULT_TOY_SAMPLES = 50_000

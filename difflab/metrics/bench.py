@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 
 from ..errors import DifflabError
-from ..process.schedules import F64
+from ..interop.peers import diffusers_sample
 from ..samplers.batched import generate
+from ..samplers.registry import SPECS, get_spec
+from .references import PAPER_FIDS, reference_line
 
 # NFE budgets and the grid intervals each sampler needs for them.
 NFE_LEVELS = (1000, 100, 50, 20, 10, 5)
@@ -29,18 +31,21 @@ QUICK_NFE_LEVELS = (100, 20, 10, 5)
 
 
 def steps_for(sampler: str, nfe: int) -> int | None:
-    """Grid intervals that spend ``nfe`` evaluations (Heun: 2 per step, Euler on the last)."""
-    if sampler == "pf_heun":
-        return (nfe + 1) // 2 if nfe >= 3 else None
-    return nfe
+    """Grid intervals that spend at most ``nfe`` evaluations (Heun: 2 per step, Euler on the last)."""
+    return get_spec(sampler).steps_for(nfe)
+
+
+# The plain samplers of the table at each budget: every fixed-step sampler; only ancestral at >= 1000
+# NFE (the converged reference); the adaptive ODE solver once, at its own NFE.
+BENCH_SAMPLERS = ("ancestral", "ddim", "euler_maruyama", "pf_euler", "pf_heun")
 
 
 def default_grid(nfe_levels=NFE_LEVELS) -> list[tuple[str, int]]:
     grid = []
     for nfe in nfe_levels:
-        names = ["ancestral"] if nfe >= 1000 else ["ancestral", "ddim", "euler_maruyama", "pf_euler", "pf_heun"]
+        names = ["ancestral"] if nfe >= 1000 else list(BENCH_SAMPLERS)
         grid += [(s, steps_for(s, nfe)) for s in names if steps_for(s, nfe)]
-    return grid + [("pf_adaptive", 0)]
+    return grid + [(n, 0) for n, spec in SPECS.items() if spec.evals_per_step is None]
 
 
 # ---------------------------------------------------------------------------- metrics by data
@@ -111,54 +116,7 @@ def _real_fid_floor(name: str, data_dir: str | None, n: int, seed: int) -> float
     return evaluate_images(test[pick], name, data_dir=data_dir, seed=seed)["fid"]
 
 
-# ---------------------------------------------------------------------------- diffusers peers
-def discrete_betas(schedule, num_timesteps: int = 1000) -> torch.Tensor:
-    """(T,) betas whose ᾱ equals the schedule's at t_i = (i+1)/T (the model's trained times for a
-    discrete model; a 1000-step discretisation of a continuous one)."""
-    t = (torch.arange(num_timesteps, dtype=F64) + 1) / num_timesteps
-    ab = schedule.alpha_bar(t)
-    prev = torch.cat([torch.ones(1, dtype=F64), ab[:-1]])
-    return (1 - ab / prev).clamp(1e-12, 0.999)
-
-
-def diffusers_sample(model, shape, scheduler: str, nfe: int, *, generator=None, device="cpu", num_timesteps=None,
-                     timestep_spacing: str | None = None) -> torch.Tensor:
-    """Sample with a diffusers scheduler ('ddim' or 'dpmsolver++') driving the difflab model: the
-    scheduler gets the model's betas; its integer timestep k is shown to the model as t = (k+1)/T.
-    ``timestep_spacing`` None keeps each scheduler's own default (what a diffusers user gets: 'leading'
-    for DDIM, 'linspace' for DPM-Solver++)."""
-    try:
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-    except ImportError:
-        raise DifflabError("external peers need diffusers: pip install diffusers (or pip install -e .[bench])") from None
-    T = num_timesteps or getattr(model.schedule, "num_timesteps", 1000)
-    betas = discrete_betas(model.schedule, T).numpy()
-    common = dict(num_train_timesteps=T, trained_betas=betas, prediction_type="epsilon")
-    if timestep_spacing is not None:
-        common["timestep_spacing"] = timestep_spacing
-    if scheduler == "ddim":
-        sch = DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **common)
-    elif scheduler == "dpmsolver++":
-        sch = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True, **common)
-    else:
-        raise DifflabError(f"unknown diffusers peer {scheduler!r}; expected 'ddim' or 'dpmsolver++'")
-    sch.set_timesteps(nfe)
-    x = torch.randn(shape, generator=generator, device=device) * sch.init_noise_sigma
-    with torch.no_grad():
-        for k in sch.timesteps:
-            t = torch.full((shape[0],), (int(k) + 1) / T, dtype=F64, device=device)
-            eps = model(x, t).eps
-            x = sch.step(eps, k, x).prev_sample
-    return x
-
-
 # ---------------------------------------------------------------------------- the benchmark
-# The papers' reference ratios (method / its base sampler), printed under every table that has such rows.
-REFERENCE_RATIOS = {
-    "TP": "0.42 (TP-EM / EM at T=10, CIFAR-10 VP-SDE, Inception FID)",
-    "DG": "0.87 (EDM-G++ / EDM, CIFAR-10 unconditional, Inception FID)",
-    "DSNO": "1.51 (DSNO at 1 NFE / its ODE teacher, CIFAR-10, Inception FID)",
-}
 
 
 def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int = 1000, seed: int = 0, data_dir=None,
@@ -185,7 +143,7 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
         models[label] = spec if isinstance(spec, tuple) else (spec, grid)
     jobs = [(label, *item[:2], item[2] if len(item) > 2 else {}) for label, (_, g) in models.items() for item in g]
     if peers:
-        budgets = {k for s, k, *_ in grid if s not in ("pf_adaptive", "pf_heun") and 0 < k <= 100} | set(peer_nfe)
+        budgets = {k for s, k, *_ in grid if SPECS[s].evals_per_step == 1 and 0 < k <= 100} | set(peer_nfe)
         jobs += [("diffusers", p, nfe, {}) for p in ("ddim", "dpmsolver++") for nfe in sorted(budgets, reverse=True)]
     jobs += [(label, "one-step", 1, {}) for label in (one_step or {})]
     it = jobs
@@ -225,7 +183,7 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
     _write_tables(result, out)
     series = {}
     for r in rows:
-        if "quality" in r and r["sampler"] != "pf_adaptive":
+        if "quality" in r and SPECS.get(r["sampler"], SPECS["ddim"]).evals_per_step is not None:
             if r["model"] in ("difflab", "diffusers"):
                 key = r["sampler"]
             elif r["sampler"] == "one-step":  # one-step samplers: the method's name
@@ -298,7 +256,7 @@ def _write_tables(result: dict, out: Path):
         ratio = f"{r['ratio']:.3f}" + (f" (vs {r['baseline']})" if "baseline" in r else "") if "ratio" in r else ""
         sps = f"{r['seconds_per_sample'] * 1e3:.2f} ms" if "seconds_per_sample" in r else ""
         lines.append(f"| {r['model']} | {r['sampler']} | {r['nfe']} | {q} | {ratio} | {sps} |")
-    refs = [f"- {m}: {REFERENCE_RATIOS[m]}" for m in REFERENCE_RATIOS if any(r["model"].startswith(m) for r in rows)]
+    refs = [f"- {reference_line(m)}" for m in PAPER_FIDS if any(r["model"].startswith(m) for r in rows)]
     if refs:
         lines += ["", "ratio to base = this row's quality / the base model's at the same sampler and steps "
                   "(below 1: the method helps). The papers' reference ratios:", *refs]

@@ -16,7 +16,7 @@ from scipy.stats import chi2
 
 from difflab.errors import DataError, DifflabError
 
-F64 = torch.float64
+from difflab.process.schedules import F64
 DEFAULT_BANDWIDTHS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 

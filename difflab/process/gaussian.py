@@ -32,10 +32,6 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).mean(1)
 
 
-def sum_flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).sum(1)
-
-
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) elementwise, in nats."""
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
@@ -54,6 +50,25 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     log_one_minus_cdf_min = torch.log((1.0 - lower).clamp_min(1e-12))
     log_delta = torch.log((upper - lower).clamp_min(1e-12))
     return torch.where(x < -1 + 1e-3, log_cdf_plus, torch.where(x > 1 - 1e-3, log_one_minus_cdf_min, log_delta))
+
+
+def reverse_log_variance(var_type: str, log_small, log_large, log_beta, var_out=None):
+    """The one dispatch of the reverse step's log-variance (see the module docstring), from the step's
+    log β̃ (``log_small``), the log β used by 'fixed_large' (``log_large``; β̃ at the first step), the
+    log β that 'learned_range' interpolates to (``log_beta``) and the model's variance head ``var_out``.
+    Every argument broadcasts against the data, so per-index tables and per-sample values both work."""
+    if var_type == "fixed_small":
+        return log_small
+    if var_type == "fixed_large":
+        return log_large
+    if var_type not in VAR_TYPES:
+        raise ValueError(f"unknown var_type {var_type!r}; expected one of {VAR_TYPES}")
+    if var_out is None:
+        raise ValueError(f"var_type {var_type!r} needs the model's variance output (a network with doubled output channels)")
+    if var_type == "learned":
+        return var_out
+    frac = (var_out + 1) / 2  # learned_range
+    return frac * log_beta + (1 - frac) * log_small
 
 
 class GaussianDiffusion:
@@ -138,23 +153,11 @@ class GaussianDiffusion:
 
     def model_log_variance(self, i, like, var_out=None, var_type=None):
         """Log-variance of p(x_{i-1} | x_i) for ``var_type`` (``var_out`` is the model's variance head)."""
-        vt = var_type or self.var_type
-        if vt == "fixed_small":
-            return _gather(self.posterior_log_variance_clipped, i, like).expand_as(like)
-        if vt == "fixed_large":
-            large = torch.log(torch.cat([self.posterior_variance[1:2] if self.num_timesteps > 1 else self.betas[:1],
-                                         self.betas[1:]]))
-            return _gather(large, i, like).expand_as(like)
-        if var_out is None:
-            raise ValueError(f"var_type {vt!r} needs the model's variance output (a network with doubled output channels)")
-        if vt == "learned":
-            return var_out
-        if vt == "learned_range":
-            min_log = _gather(self.posterior_log_variance_clipped, i, like)
-            max_log = _gather(torch.log(self.betas), i, like)
-            frac = (var_out + 1) / 2
-            return frac * max_log + (1 - frac) * min_log
-        raise ValueError(f"unknown var_type {vt!r}; expected one of {VAR_TYPES}")
+        large = torch.log(torch.cat([self.posterior_variance[1:2] if self.num_timesteps > 1 else self.betas[:1],
+                                     self.betas[1:]]))
+        log_var = reverse_log_variance(var_type or self.var_type, _gather(self.posterior_log_variance_clipped, i, like),
+                                       _gather(large, i, like), _gather(torch.log(self.betas), i, like), var_out)
+        return log_var.expand_as(like)
 
     def p_mean_variance(self, out, x_t, i, clip_denoised: bool = False, var_type=None):
         """The reverse step p(x_{i-1} | x_i) from a model output.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from ..models import bcast
 from .gaussian import GaussianDiffusion, mean_flat
 
 LOSS_TYPES = ("simple", "hybrid", "vlb")
@@ -52,12 +51,11 @@ def dsm_loss(model, schedule, x0, t, *, noise=None, y=None, likelihood_weighting
     weighting λ = g² = β(t) (Song et al. 2021, "maximum likelihood training").
     """
     noise = torch.randn_like(x0) if noise is None else noise
-    tc = t.detach().to("cpu", torch.float64)
-    a, s = schedule.alpha(tc), schedule.sigma(tc)
-    x_t = bcast(a, x0) * x0 + bcast(s, x0) * noise
+    x_t = schedule.perturb(x0, t, noise)
     out = model(x_t, t, y)
     mse = mean_flat((out.eps - noise) ** 2)
     if likelihood_weighting:
-        w = (schedule.beta(tc) / s**2).to(device=x0.device, dtype=x0.dtype)
+        tc = t.detach().to("cpu", torch.float64)
+        w = (schedule.beta(tc) / schedule.sigma(tc) ** 2).to(device=x0.device, dtype=x0.dtype)
         return {"loss": w * mse, "mse": mse}
     return {"loss": mse, "mse": mse}

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from .param import bcast
+
 F64 = torch.float64
 
 
@@ -68,17 +70,6 @@ def time_to_index(t, num_timesteps: int) -> torch.Tensor:
     return torch.as_tensor(t, dtype=F64) * num_timesteps - 1
 
 
-def log_snr_from_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
-    """λ = log(ᾱ / (1 - ᾱ))."""
-    return torch.log(alpha_bar) - torch.log1p(-alpha_bar)
-
-
-def alpha_bar_from_log_snr(log_snr: torch.Tensor) -> torch.Tensor:
-    """ᾱ = sigmoid(λ)."""
-    return torch.sigmoid(log_snr)
-
-
-# ----------------------------------------------------------------------------- continuous view
 class Schedule:
     """Continuous-time VP schedule: everything derives from ``log_alpha_bar(t)``.
 
@@ -106,6 +97,13 @@ class Schedule:
     def sigma(self, t) -> torch.Tensor:
         """Marginal std sqrt(1 - ᾱ(t)), computed stably for small t."""
         return torch.sqrt(-torch.expm1(self.log_alpha_bar(t)))
+
+    def perturb(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = α(t) x0 + σ(t) ε: the forward process q(x_t | x0) in one jump; ``t`` a float or (B,)."""
+        if isinstance(t, (int, float)):
+            return float(self.alpha(float(t))) * x0 + float(self.sigma(float(t))) * noise
+        tc = torch.as_tensor(t).detach().to("cpu", F64)
+        return bcast(self.alpha(tc), x0) * x0 + bcast(self.sigma(tc), x0) * noise
 
     def log_snr(self, t) -> torch.Tensor:
         lab = self.log_alpha_bar(t)

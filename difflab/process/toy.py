@@ -13,7 +13,7 @@ import math
 
 import torch
 
-F64 = torch.float64
+from .schedules import F64
 
 
 class GaussianMixture:

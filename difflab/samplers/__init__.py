@@ -1,7 +1,11 @@
-"""Samplers over model callables (see :mod:`difflab.samplers.core` for the shared signature)."""
-from .core import (SAMPLERS, SampleResult, ancestral, ddim, euler_maruyama, grid_diffusion, interpolate, pf_adaptive,
-                   pf_euler, pf_heun, sample, slerp, time_grid)
-from .batched import generate
+"""Samplers over model callables (see :mod:`difflab.samplers.core` for the shared signature,
+:mod:`difflab.samplers.registry` for each sampler's facts)."""
+from difflab.samplers.api import GRID_SPACINGS, grid_for, interpolate, sample, slerp, time_grid
+from difflab.samplers.base import SampleResult
+from difflab.samplers.batched import generate
+from difflab.samplers.core import ancestral, ddim, euler_maruyama, grid_diffusion, pf_adaptive, pf_euler, pf_heun
+from difflab.samplers.registry import SAMPLERS, SPECS, SamplerSpec, get_spec, register_sampler
 
-__all__ = ["SAMPLERS", "SampleResult", "ancestral", "ddim", "generate", "euler_maruyama", "grid_diffusion", "interpolate",
-           "pf_adaptive", "pf_euler", "pf_heun", "sample", "slerp", "time_grid"]
+__all__ = ["GRID_SPACINGS", "SAMPLERS", "SPECS", "SampleResult", "SamplerSpec", "ancestral", "ddim", "euler_maruyama",
+           "generate", "get_spec", "grid_for", "grid_diffusion", "interpolate", "pf_adaptive", "pf_euler", "pf_heun",
+           "register_sampler", "sample", "slerp", "time_grid"]

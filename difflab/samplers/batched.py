@@ -5,7 +5,8 @@ import time
 
 import torch
 
-from .core import sample
+from difflab.samplers.api import sample
+from difflab.samplers.registry import SPECS, get_spec
 
 
 def generate(model, data_shape, *, sampler: str = "ddim", steps: int = 50, n: int = 64, seed: int = 0,
@@ -16,11 +17,15 @@ def generate(model, data_shape, *, sampler: str = "ddim", steps: int = 50, n: in
     Returns dict(x (n, ...) on CPU, trajectory (S, ≤16, ...) of the first batch or None, nfe per sample,
     seconds, seconds_per_sample).
     """
+    spec = get_spec(sampler)
     g = torch.Generator(device).manual_seed(seed)
     opts = dict(options)
-    if sampler == "ddim":
+    if "eta" in spec.options:
         opts["eta"] = eta
-    if clip and sampler in ("ancestral", "ddim"):
+    if clip:
+        if not spec.clip:
+            raise ValueError(f"sampler {sampler!r} cannot clip x̂0; drop the clip option or use one of "
+                             f"{', '.join(n for n, s in sorted(SPECS.items()) if s.clip)}")
         opts["clip_denoised"] = True
     xs, traj, nfe, done = [], None, 0, 0
     t0 = time.perf_counter()

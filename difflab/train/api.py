@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from difflab import build
+from difflab import zoo
+from difflab.train import build
 from difflab.config import Config, apply_overrides, dotted_keys, load_config, save_config
 from difflab.errors import CheckpointError, ConfigError
 from difflab.models import DiffusionModel
@@ -111,13 +112,13 @@ def _num_classes_from_weights(state: dict[str, torch.Tensor]) -> int | None:
 
 def load_model(path: str | os.PathLike, *, use_ema: bool = True, map_location: str | torch.device = "cpu",
                overrides: Iterable[str] = ()) -> tuple[DiffusionModel, Config, Checkpoint]:
-    """Rebuild a trained diffusion model from a checkpoint (dir, run dir or .safetensors file).
+    """Rebuild a trained diffusion model from a checkpoint (dir, run dir, .safetensors file or zoo name).
 
     The model is built from the checkpoint's own config (with ``overrides``, "key=value", applied),
     checked against the stored weights (CheckpointError naming the mismatched keys), loaded with
     the EMA weights when ``use_ema`` and present, and returned in eval mode on ``map_location``.
     """
-    ckpt = load_checkpoint(path, map_location="cpu", expect_kind="diffusion")
+    ckpt = load_checkpoint(zoo.resolve_reference(path), map_location="cpu", expect_kind="diffusion")
     try:
         cfg = Config.from_dict(ckpt.config)
     except ConfigError as e:

@@ -354,6 +354,23 @@ def _read_latest(root: Path) -> Path | None:
     return root / name if _STEP_DIR.match(name) and (root / name).is_dir() else None
 
 
+def checkpoints_by_step(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """[(step, checkpoint dir)] of a run (or its checkpoints/ dir), oldest first: e.g. the per-epoch
+    discriminators to choose one from."""
+    return _step_dirs(_checkpoints_root(Path(run_dir)))
+
+
+def load_weights(module: torch.nn.Module, ckpt: "Checkpoint", *, use_ema: bool = True,
+                 map_location: Any = "cpu") -> torch.nn.Module:
+    """``module`` with the checkpoint's weights (the EMA weights when ``use_ema`` and recorded), moved
+    to ``map_location`` and in eval mode; a CheckpointError naming the checkpoint when they do not fit.
+    The step every method loader (time predictor, discriminator, classifier, DSNO) shares."""
+    state = ckpt.ema_state if use_ema and ckpt.ema_state is not None else ckpt.model_state
+    check_state_dict_compatible(module, state, f"checkpoint {ckpt.path}")
+    module.load_state_dict(state)
+    return module.to(map_location).eval()
+
+
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The checkpoint dir `latest` points to, else the highest step dir with a meta.json, else None.
 
@@ -533,11 +550,6 @@ def load_checkpoint(
     arbitrary Python objects (it runs pickle; only for runs you trust).
     """
     path = Path(path)
-    if not path.exists():
-        from difflab import zoo  # a bare name like "digits-ddpm" is a shipped model
-
-        if zoo.is_zoo_name(path):
-            path = zoo.resolve(path)
     if path.is_file():
         if path.suffix != ".safetensors":
             raise CheckpointError(

@@ -1,0 +1,119 @@
+"""The DSNO commands: dsno-data (record a teacher-trajectory bank), dsno-train, dsno-sample (one-step samples
+and, with --trajectory, a picture of the decoded trajectory). Thin wrappers over :mod:`difflab.methods.dsno`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from difflab import viz
+from difflab.errors import CheckpointError
+from difflab.io.samples import save_samples
+from difflab.methods.dsno import (DEFAULT_MAX_WEIGHT, LOSSES, ODE_SAMPLERS, READOUTS, SPACINGS, bank_meta, dsno_sample,
+                                  generate_trajectories, load_dsno, noise_from_seeds, noise_seeds, train_dsno)
+from difflab.loading import load_any
+from difflab.train.distributed import auto_device
+
+EXAMPLES = {
+    "dsno-data": """examples:
+  difflab dsno-data runs/toy --out runs/toy-bank --n 20000 --M 8
+  difflab dsno-data runs/digits --out runs/digits-bank --n 5000 --M 6 --sampler ddim --clip --steps 50
+  (rerun the same command after an interruption: finished shards are kept)""",
+    "dsno-train": """examples:
+  difflab dsno-train runs/toy --data runs/toy-bank --out runs/toy-dsno --steps 3000
+  difflab dsno-train runs/digits --data runs/digits-bank --out runs/digits-dsno --modes 3 --set train.lr=1e-4""",
+    "dsno-sample": """examples:
+  difflab dsno-sample runs/toy-dsno --n 2000 --out toy-dsno.png
+  difflab dsno-sample runs/digits-dsno --n 64 --out digits.png --trajectory""",
+}
+
+
+def register(sub) -> dict:
+    """Add dsno-data, dsno-train and dsno-sample to the difflab CLI."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("dsno-data", help="record teacher ODE trajectories for DSNO (sharded, resumable)",
+                       epilog=EXAMPLES["dsno-data"], formatter_class=fmt)
+    p.add_argument("checkpoint", help="the diffusion (teacher) checkpoint: run dir, checkpoint dir or .safetensors")
+    p.add_argument("--out", required=True, help="bank directory (bank.json + shard-KKKKK.npz files)")
+    p.add_argument("--n", type=int, required=True, help="number of trajectories")
+    p.add_argument("--M", type=int, required=True, help="recorded times per trajectory, t = 1 and t = 0 included")
+    p.add_argument("--spacing", default="quadratic", choices=SPACINGS)
+    p.add_argument("--sampler", default="pf_heun", choices=ODE_SAMPLERS)
+    p.add_argument("--steps", type=int, default=64, help="solver steps (the grid refines the M times)")
+    p.add_argument("--clip", action="store_true", help="DDIM: clip x̂0 to [-1, 1] at every step (images)")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=None, help="trajectories per solver batch (default: a shard)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("dsno-train", help="train a DSNO operator on a trajectory bank", epilog=EXAMPLES["dsno-train"],
+                       formatter_class=fmt)
+    p.add_argument("checkpoint", help="the teacher checkpoint the bank was made with (initialises the backbone)")
+    p.add_argument("--data", required=True, help="the bank directory from dsno-data")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--modes", type=int, default=3, help="Fourier modes J kept by every temporal block")
+    p.add_argument("--readout", default="x0", choices=READOUTS)
+    p.add_argument("--loss", default="l1", choices=LOSSES)
+    p.add_argument("--max-weight", type=float, default=DEFAULT_MAX_WEIGHT, help="clamp of λ(t) = α_t/σ_t")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="train.KEY=VALUE")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("dsno-sample", help="one-step samples (and the decoded trajectory) from a DSNO",
+                       epilog=EXAMPLES["dsno-sample"], formatter_class=fmt)
+    p.add_argument("checkpoint", help="a dsno-train run dir or checkpoint")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="noise seed (sample i = the bank's sample i for that seed)")
+    p.add_argument("--out", required=True, help="FILE.png (grid or scatter) or FILE.npz")
+    p.add_argument("--trajectory", action="store_true", help="also write FILE-trajectory.png, the decoded trajectory")
+    p.add_argument("--no-ema", action="store_true")
+    return {"dsno-data": cmd_dsno_data, "dsno-train": cmd_dsno_train, "dsno-sample": cmd_dsno_sample}
+
+
+def cmd_dsno_data(args) -> int:
+    device = auto_device(args.device)
+    lm = load_any(args.checkpoint, device=device)
+    teacher = ({"checkpoint": str(lm.checkpoint.path), "step": lm.checkpoint.step} if lm.checkpoint is not None
+               else {"source": lm.source})
+    out = generate_trajectories(lm.model, args.out, args.n, args.M, args.spacing, args.sampler, args.steps,
+                                args.shard_size, args.seed, shape=lm.data_shape, batch_size=args.batch, device=device,
+                                clip_denoised=args.clip, teacher=teacher,
+                                progress=not args.no_progress)
+    meta = bank_meta(out)
+    print(f"{meta['n']} trajectories x {meta['M']} times ({meta['sampler']}, {meta['steps']} steps) in "
+          f"{meta['num_shards']} shards -> {out}")
+    return 0
+
+
+def cmd_dsno_train(args) -> int:
+    res = train_dsno(args.checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                     modes=args.modes, readout=args.readout, loss=args.loss, max_weight=args.max_weight,
+                     overrides=args.overrides, resume=args.resume, progress=not args.no_progress)
+    o = res["param_overhead"]
+    print(f"trained to step {res['final_step']} (loss {res['last_loss']:.4f}); temporal blocks add "
+          f"{o['temporal_params']:,} parameters to {o['backbone_params']:,} ({o['overhead_pct']:.1f}%); "
+          f"checkpoint {res['checkpoint']}")
+    return 0
+
+
+def cmd_dsno_sample(args) -> int:
+    dsno, config, ckpt = load_dsno(args.checkpoint, use_ema=not args.no_ema)
+    shape = (ckpt.state.get("extra") or {}).get("data_shape")
+    if not shape:
+        raise CheckpointError(f"checkpoint {ckpt.path} records no data shape; expected one written by dsno-train")
+    x_T = noise_from_seeds(noise_seeds(args.seed, 0, args.n), shape)
+    r = dsno_sample(dsno, x_T, return_trajectory=args.trajectory)
+    written = save_samples(r.x, Path(args.out))
+    if r.trajectory is not None:
+        strip = Path(args.out).with_suffix("").as_posix() + "-trajectory.png"
+        if r.trajectory.dim() == 5:
+            written.append(viz.save_trajectory_strip(r.trajectory[:, :16], strip, num_frames=r.trajectory.shape[0],
+                                                     scale=viz.auto_scale(r.trajectory.shape[-1])))
+        else:
+            panels = {f"t = {float(t):.3f}": r.trajectory[m, :, :2] for m, t in enumerate(r.times)}
+            written.append(viz.save_scatter(panels, strip))
+    print(f"{args.n} samples, DSNO, 1 network evaluation -> {', '.join(map(str, written))}")
+    return 0

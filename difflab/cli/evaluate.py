@@ -1,0 +1,225 @@
+"""`difflab eval` and `difflab bench` (registered into the main CLI)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from difflab.cli.common import add_external_args, parse_ints
+from difflab.loading import load_any
+from difflab.samplers import SAMPLERS, SPECS
+from difflab.train.distributed import auto_device
+
+EVAL_EXAMPLES = """examples:
+  difflab eval runs/mnist --sampler ddim --steps 50 --n 10000 --out metrics.json
+  difflab eval samples.npz --data mnist --data-dir /data
+  difflab eval runs/toy --sampler pf_heun --steps 10 --n 5000"""
+NLL_EXAMPLES = """examples:
+  difflab nll runs/mnist --method vlb --n 256 --out nll.json
+  difflab nll runs/mnist --method ode --n 64
+  difflab nll runs/toy --method ode --n 500"""
+BENCH_EXAMPLES = """examples:
+  difflab bench runs/toy --out runs/toy/bench --n 2000
+  difflab bench runs/mnist --out runs/mnist/bench --n 10000 --nfe 1000,100,50,20,10,5
+  difflab bench runs/digits --out bench --quick --no-peers"""
+
+
+def register(sub) -> dict:
+    p = sub.add_parser("eval", help="metrics of samples (.npz) or of a checkpoint + sampler", epilog=EVAL_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="a checkpoint / run dir, or an .npz with 'samples' (float in [-1,1]) or 'images_uint8'")
+    p.add_argument("--data", default=None, help="dataset the samples should match (default: the checkpoint's)")
+    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, help="write the metrics JSON here (default: print it)")
+    add_external_args(p, data=False)
+    p = sub.add_parser("bench", help="every sampler x NFE side by side (+ diffusers peers): tables, JSON, plot",
+                       epilog=BENCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=1000, help="samples per row")
+    p.add_argument("--nfe", default=None, help="comma-separated NFE budgets (default 1000,100,50,20,10,5)")
+    p.add_argument("--quick", action="store_true", help="NFE 100,20,10,5 only")
+    p.add_argument("--no-peers", action="store_true", help="skip diffusers' DDIM and DPM-Solver++")
+    p.add_argument("--samplers", default=None, help="comma-separated subset of the plain samplers (default: all)")
+    p.add_argument("--no-adaptive", action="store_true",
+                   help="skip the adaptive PF-ODE row (hundreds of NFE per sample on image models)")
+    p.add_argument("--clip", action="store_true",
+                   help="clip x̂0 to [-1, 1] in every row whose sampler forms x̂0 (needed by schedules whose ᾱ(1) is ~0, "
+                        "such as the cosine one: x̂0 = (x − σ ε̂)/α amplifies ε̂'s error by 1/α at the first step)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, default=500, help="samples per sampler call (64 is fastest for small CPU models)")
+    p.add_argument("--no-progress", action="store_true")
+    add_external_args(p)
+    m = p.add_argument_group("methods side by side (each row also gets its ratio to the plain sampler)")
+    m.add_argument("--tp", default=None, metavar="RUN", help="a time predictor (tp-train): TP-EM, TP-ancestral, TP-DDIM")
+    m.add_argument("--disc", default=None, metavar="RUN", help="a discriminator (dg-train): DG rows (and TP+DG with --tp)")
+    m.add_argument("--dg-weight", type=float, default=1.0)
+    m.add_argument("--dsno", default=None, metavar="RUN", help="a DSNO operator (dsno-train): its 1-NFE row beside "
+                   "its teacher and DDIM / DPM-Solver++ at 1, 2, 4 NFE")
+    m.add_argument("--method-nfe", default="50,20,10,5", help="NFE budgets of the TP and DG rows (default 50,20,10,5)")
+    p = sub.add_parser("nll", help="likelihood on a test split: VLB bits/dim (with per-term output) or PF-ODE",
+                       epilog=NLL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--method", default="vlb", choices=["vlb", "ode"])
+    p.add_argument("--split", default="test")
+    p.add_argument("--n", type=int, default=256, help="test points (the VLB costs T evaluations per batch)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, help="write the JSON (with every per-step term) here")
+    add_external_args(p)
+    return {"eval": cmd_eval, "bench": cmd_bench, "nll": cmd_nll}
+
+
+def cmd_nll(args) -> int:
+    from difflab.data import load_dataset
+    from difflab.metrics.likelihood import test_split_nll
+
+    loaded = load_any(args.checkpoint, flags=getattr(args, "flags", None))
+    data = load_dataset(loaded.data_name(args.data), args.data_dir or loaded.data_dir, split=args.split,
+                        image_size=loaded.train_image_size, num_samples=args.n, seed=args.seed)
+    res = test_split_nll(loaded.model, loaded.process(), data, method=args.method, batch=args.batch,
+                         seed=args.seed, progress=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2))
+    head = {k: v for k, v in res.items() if k != "terms"}
+    print(json.dumps(head, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+    import torch
+
+    from difflab.errors import DataError
+    from difflab.metrics.bench import evaluate_samples
+
+    src = Path(args.source)
+    if src.suffix == ".npz":
+        if not args.data:
+            raise DataError(f"{src}: pass --data NAME (e.g. mnist, toy:ring8) to say what the samples should match")
+        arr = np.load(src)
+        if "samples" in arr:
+            x = torch.from_numpy(arr["samples"]).float()
+        elif "images_uint8" in arr:
+            x = torch.from_numpy(arr["images_uint8"]).float() / 127.5 - 1
+        else:
+            raise DataError(f"{src}: expected an array 'samples' (float in [-1,1]) or 'images_uint8'; found {list(arr)}")
+        data, info = args.data, {"source": str(src)}
+    else:
+        from difflab.samplers import generate
+
+        device = auto_device("auto")
+        loaded = load_any(args.source, flags=getattr(args, "flags", None), device=device)
+        res = generate(loaded.model, loaded.data_shape, sampler=args.sampler, steps=args.steps, n=args.n,
+                       seed=args.seed, device=device)
+        x, data = res["x"], loaded.data_name(args.data)
+        info = {"source": str(loaded.checkpoint.path if loaded.checkpoint else loaded.source), "sampler": args.sampler, "steps": args.steps, "nfe": res["nfe"],
+                "seed": args.seed, "seconds_per_sample": res["seconds_per_sample"]}
+    m = evaluate_samples(x, data, data_dir=args.data_dir, seed=args.seed)
+    result = {**info, "data": data, "n": len(x), **{k: v for k, v in m.items() if isinstance(v, (int, float, str))}}
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+    print(f"{m['quality_name']}: {m['quality']:.4g} ({len(x)} samples of {data})")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from difflab.metrics.bench import NFE_LEVELS, QUICK_NFE_LEVELS, default_grid, run_bench
+
+    device = auto_device(args.device)
+    loaded = load_any(args.checkpoint, flags=args.flags, device=device)
+    model = loaded.model
+    levels = QUICK_NFE_LEVELS if args.quick else NFE_LEVELS
+    if args.nfe:
+        levels = parse_ints(args.nfe, "--nfe")
+    grid = [g for g in default_grid(levels) if not (args.no_adaptive and g[0] == "pf_adaptive")]
+    if args.samplers:
+        from difflab.errors import ConfigError
+
+        keep = [v.strip() for v in args.samplers.split(",") if v.strip()]
+        bad = [v for v in keep if v not in SAMPLERS]
+        if bad or not keep:
+            raise ConfigError(f"--samplers {args.samplers!r}; expected a comma-separated subset of {', '.join(SAMPLERS)}")
+        grid = [g for g in grid if g[0] in keep]
+    if args.clip:
+        grid = [(*g[:2], {**(g[2] if len(g) > 2 else {}), "clip": True}) if SPECS[g[0]].clip else g for g in grid]
+    extra, one_step, peer_nfe = method_rows(model, args, device, grid)
+    res = run_bench(model, loaded.data_name(args.data), loaded.data_shape, args.out, grid=grid, n=args.n, seed=args.seed,
+                    data_dir=args.data_dir, peers=not args.no_peers, device=device, extra_models=extra,
+                    one_step=one_step, peer_nfe=peer_nfe, batch=args.batch, progress=not args.no_progress)
+    print((Path(args.out) / "table.md").read_text())
+    print(f"{len(res['rows'])} rows -> {args.out}/results.json, table.md, table.csv, quality_vs_nfe.png")
+    return 0
+
+
+METHOD_SAMPLERS = ("euler_maruyama", "ancestral", "ddim")
+
+
+def method_rows(model, args, device, grid: list) -> tuple[dict, dict, tuple]:
+    """The extra models, one-step samplers and peer budgets that --tp / --disc / --dsno add to the bench.
+    The plain sampler's rows they are compared with are added to ``grid`` when missing."""
+    nfe = parse_ints(args.method_nfe, "--method-nfe")
+    method_grid = [(s, k) for k in nfe for s in METHOD_SAMPLERS]
+    extra, one_step, peer_nfe = {}, {}, ()
+    tp = dg = None
+    if args.tp:
+        from difflab.methods.time_predictor import TimePredictorSampling, load_time_predictor
+
+        g = load_time_predictor(args.tp, map_location=device, schedule=model.schedule).predictor
+        tp = TimePredictorSampling(model, g)
+        extra["TP"] = (tp, method_grid)
+    if args.disc:
+        from difflab.methods.guidance import guided_model
+
+        dg = guided_model(model, disc=args.disc, weight=args.dg_weight, device=device)
+        extra[f"DG w={args.dg_weight:g}"] = (dg, method_grid)
+        if tp is not None:
+            extra["TP+DG"] = (guided_model(tp, disc=args.disc, weight=args.dg_weight, device=device), method_grid)
+    if args.dsno:
+        from difflab.methods.dsno import dsno_sample, load_dsno
+
+        dsno, dcfg, _ = load_dsno(args.dsno, map_location=device)
+        peer_nfe = (4, 2, 1)
+        baseline = None
+        bank = _bank_meta(dcfg.get("bank"))
+        if bank:  # the teacher exactly as it made the trajectories (its grid through the M times), same noise
+            import torch
+
+            from difflab.methods.dsno import refine_grid
+
+            ts = refine_grid(torch.tensor(bank["times"], dtype=torch.float64), int(bank["steps"]))[0]
+            opts = {"ts": ts, **({"clip": True} if bank.get("clip_denoised") else {})}
+            extra["teacher"] = (model, [(bank["sampler"], len(ts) - 1, opts)])
+            from difflab.metrics.bench import row_name
+
+            baseline = ("teacher", row_name(bank["sampler"], opts), len(ts) - 1)
+        one_step["DSNO"] = (lambda x_T: dsno_sample(dsno, x_T).x, baseline)
+    if extra or one_step:
+        have = {(s, k) for s, k, *_ in grid}
+        wrapped = bool(extra.keys() - {"teacher"})  # TP / DG rows need the plain rows they are compared with
+        want = (method_grid if wrapped else []) + [("ddim", k) for k in peer_nfe]
+        grid += [item for item in dict.fromkeys(want) if item not in have]
+    return extra, one_step, peer_nfe
+
+
+def _bank_meta(path) -> dict | None:
+    """The teacher settings a DSNO's trajectory bank recorded (None when the bank is not at hand)."""
+    from difflab.errors import DataError
+    from difflab.methods.dsno import bank_meta
+
+    if not path or not Path(path).is_dir():
+        return None
+    try:
+        return bank_meta(path)
+    except DataError:
+        return None

@@ -1,0 +1,169 @@
+"""`difflab train`, `difflab sample` and `difflab info`: thin commands over the Python API.
+
+    difflab train CONFIG [--set key=value ...] [--out DIR] [--resume] [--data-dir DIR]
+    difflab sample CKPT --sampler NAME --steps N --n N --seed S --out FILE.png|FILE.npz
+    difflab info CKPT
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from difflab.errors import CheckpointError
+from difflab.samplers.batched import generate
+from difflab.io.samples import save_samples
+from difflab.loading import load_any
+from difflab.train.distributed import auto_device
+
+EXAMPLES = {
+    "train": """examples:
+  difflab train toy-ddpm --out runs/toy
+  difflab train digits-iddpm --set train.steps=5000 --set train.lr=3e-4 --out runs/digits
+  difflab train mnist-vpsde --data-dir /data --out runs/mnist
+  difflab train runs/mnist/config.toml --out runs/mnist --resume --set train.steps=40000""",
+    "sample": """examples:
+  difflab sample runs/toy --sampler ddim --steps 50 --n 2000 --out toy.png
+  difflab sample runs/digits --sampler ancestral --steps 1000 --n 64 --seed 1 --out grid.png
+  difflab sample runs/mnist --sampler pf_heun --steps 18 --n 10000 --out mnist.npz --no-progress
+  difflab sample toy-ddpm --sampler ddim --steps 20 --n 2000 --out toy.png          (a shipped zoo model)
+  difflab sample diffusers:./ddpm-cifar10-32 --sampler ddim --steps 50 --out c.png  (a diffusers pipeline)
+  difflab sample improved-diffusion:model.pt --flags "--image_size 32 --num_channels 128 --num_res_blocks 3 --learn_sigma True" --out c.png""",
+    "info": """examples:
+  difflab info runs/toy
+  difflab info runs/toy/checkpoints/step-00002000""",
+}
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model from a config file or preset", epilog=EXAMPLES["train"],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="a TOML file or a preset name (e.g. toy-ddpm, digits-iddpm, mnist-vpsde)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.lr=1e-4 (repeatable)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--data-dir", default=None, help="data directory (default: $DIFFLAB_DATA)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
+
+
+def _add_sample(sub):
+    from difflab.samplers import SAMPLERS
+
+    p = sub.add_parser("sample", help="draw samples from a checkpoint", epilog=EXAMPLES["sample"],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a run dir, a checkpoint dir or a .safetensors file")
+    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
+    p.add_argument("--steps", type=int, default=50, help="grid intervals (NFE for 1-evaluation samplers)")
+    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM's η")
+    p.add_argument("--clip", action="store_true", help="clip x̂0 to [-1, 1] (images)")
+    p.add_argument("--label", type=int, default=None, help="class label for a class-conditional model")
+    p.add_argument("--batch", type=int, default=500, help="samples per network batch")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="assert a training setting (e.g. diffusion.schedule=cosine): refused if the checkpoint differs")
+    p.add_argument("--out", required=True, help="FILE.png (grid or scatter plot) or FILE.npz (arrays); both with --npz")
+    p.add_argument("--npz", action="store_true", help="also write the samples as .npz beside the PNG")
+    p.add_argument("--trajectory", action="store_true", help="also write a strip of the trajectory (images)")
+    p.add_argument("--init", default=None, help="SDEdit: start from these images (.npz with 'samples' or "
+                   "'images_uint8', or a folder of images) noised to --t0, instead of pure noise")
+    p.add_argument("--t0", type=float, default=0.5, help="with --init: the noise level to start from (0 returns the input)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--flags", default=None, help="for improved-diffusion:MODEL.pt, their model/diffusion flags")
+
+
+def cmd_train(args) -> int:
+    from difflab.config import load_config
+    from difflab.train.api import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out or f"runs/{cfg.name or Path(args.config).stem}")
+    res = train(cfg, out, resume=args.resume, data_dir=args.data_dir, progress=not args.no_progress,
+                sample_fn=_grid_sample_fn(cfg))
+    print(f"trained to step {res['final_step']} (loss {res['last_loss']:.4f}); checkpoint {res['checkpoint']}")
+    return 0
+
+
+def _grid_sample_fn(cfg):
+    """Periodic sample grids during training (images) or scatter plots (2-D)."""
+
+    from difflab.train.build import data_shape_of
+
+    def fn(model, step, run_dir):
+        shape = tuple(data_shape_of(cfg))
+        x = generate(model, shape, sampler="ddim", steps=50, n=64 if len(shape) == 3 else 2000,
+                     device=next(model.parameters()).device)["x"]
+        save_samples(x, Path(run_dir) / "samples" / f"step-{step:08d}.png")
+
+    return fn
+
+
+def cmd_sample(args) -> int:
+    from difflab import viz
+
+    device = auto_device(args.device)
+    loaded = load_any(args.checkpoint, flags=args.flags, use_ema=not args.no_ema, device=device,
+                      overrides=args.overrides)
+    model, shape = loaded.model, loaded.data_shape
+    if args.init:
+        x, nfe = _sdedit_from(args, model, loaded, device), args.steps
+        traj = None
+    else:
+        res = generate(model, shape, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed, eta=args.eta,
+                       clip=args.clip, label=args.label, batch=args.batch, device=device,
+                       progress=not args.no_progress, trajectory=args.trajectory)
+        x, traj, nfe = res["x"], res["trajectory"], res["nfe"]
+    written = save_samples(x, Path(args.out), npz=args.npz)
+    if traj is not None and traj.dim() == 5:
+        written.append(viz.save_trajectory_strip(traj, Path(args.out).with_suffix("").as_posix() + "-trajectory.png",
+                                                 scale=viz.auto_scale(traj.shape[-1])))
+    print(f"{args.n} samples, {args.sampler}, {nfe} network evaluations per batch -> {', '.join(map(str, written))}")
+    return 0
+
+
+def _sdedit_from(args, model, loaded, device):
+    """The images of --init (first --n), noised to --t0 and denoised with --sampler."""
+    import torch
+
+    from difflab.analysis import sdedit
+
+    init = Path(args.init)
+    if init.suffix == ".npz":
+        import numpy as np
+
+        arr = np.load(init)
+        key = "images_uint8" if "images_uint8" in arr else "samples"
+        if key not in arr:
+            raise CheckpointError(f"{init}: expected an array 'samples' or 'images_uint8', found {list(arr)}")
+        x = torch.from_numpy(arr[key][: args.n]).float()
+        x = x / 127.5 - 1 if key == "images_uint8" else x
+    else:
+        from difflab.data import load_dataset
+
+        x = load_dataset(f"folder:{init}", image_size=loaded.image_size).x[: args.n]
+    g = torch.Generator(device).manual_seed(args.seed)
+    return sdedit(model, x.to(device), args.t0, sampler=args.sampler, steps=args.steps, generator=g).cpu()
+
+
+def cmd_info(args) -> int:
+    from difflab.loading import open_checkpoint
+
+    ckpt = open_checkpoint(args.checkpoint)
+    n_params = sum(v.numel() for v in ckpt.model_state.values())
+    info = {"path": str(ckpt.path), "kind": ckpt.kind, "step": ckpt.step, "parameters": n_params,
+            "has_ema": ckpt.ema_state is not None, "extra": (ckpt.state or {}).get("extra"),
+            "config": ckpt.config}
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def register(sub) -> dict:
+    _add_train(sub)
+    _add_sample(sub)
+    p = sub.add_parser("info", help="describe a checkpoint", epilog=EXAMPLES["info"],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    return {"train": cmd_train, "sample": cmd_sample, "info": cmd_info}

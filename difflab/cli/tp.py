@@ -1,0 +1,147 @@
+"""`difflab tp-train`, `tp-report`, `tp-sample`: thin commands over :mod:`difflab.methods.time_predictor`
+(the library computes; these write the files and draw the plots through :mod:`difflab.viz`)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from difflab import viz
+from difflab.cli.common import parse_ints
+from difflab.methods.time_predictor import (TP_TRAIN_DEFAULTS, accuracy_table, compare_samples, drift_table,
+                                            tp_report, train_time_predictor)
+from difflab.samplers import SAMPLERS
+
+EXAMPLES = {
+    "tp-train": """examples:
+  difflab tp-train runs/toy --out runs/toy-tp
+  difflab tp-train runs/digits --out runs/digits-tp --steps 3000 --set train.lr=5e-4
+  difflab tp-train runs/mnist --out runs/mnist-tp --set tp.parameterization=log_snr
+  difflab tp-train runs/cifar --out runs/cifar-tp --set tp.net=efficientnet_v2_s --set tp.weights_path=effv2s.pth""",
+    "tp-report": """examples:
+  difflab tp-report runs/toy-tp --out runs/toy-tp/report
+  difflab tp-report runs/digits-tp --out reports/digits-tp --drift-steps 5,10,20 --drift-sampler ddim
+  difflab tp-report runs/mnist-tp --ckpt runs/mnist --out reports/mnist-tp --no-drift""",
+    "tp-sample": """examples:
+  difflab tp-sample runs/toy-tp --sampler euler_maruyama --steps 10 --n 2000 --out tp-toy.png
+  difflab tp-sample runs/digits-tp --sampler ddim --steps 10 --n 64 --coefficients --out tp-digits.png""",
+}
+
+
+def _clamp(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LO,HI, e.g. 0.001,1") from None
+    return lo, hi
+
+
+def register(sub) -> dict:
+    """Add ``tp-train``, ``tp-report`` and ``tp-sample`` to the CLI's subparsers."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("tp-train", help="train a time predictor g(x_t) -> t for a diffusion checkpoint",
+                       epilog=EXAMPLES["tp-train"], formatter_class=fmt)
+    p.add_argument("diffusion", help="the diffusion run or checkpoint (its data and schedule are used)")
+    p.add_argument("--out", required=True, help="run directory for the time predictor")
+    p.add_argument("--steps", type=int, default=None, help=f"training steps (default {TP_TRAIN_DEFAULTS['steps']})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="train.* (e.g. train.lr=1e-4) or tp.* (net, parameterization, t_min, hidden, depth, "
+                        "base_channels, channel_mult, num_res_blocks, dropout, weights_path); repeatable")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("tp-report", help="per-t accuracy of a time predictor, and the drift of few-step samplers",
+                       epilog=EXAMPLES["tp-report"], formatter_class=fmt)
+    p.add_argument("checkpoint", help="the time-predictor run or checkpoint")
+    p.add_argument("--out", required=True, help="directory for report.md, accuracy.{json,png}, drift.{json,png}")
+    p.add_argument("--ckpt", default=None, help="the diffusion checkpoint (default: the one g was trained for)")
+    p.add_argument("--n", type=int, default=4000, help="(t, x_t) pairs for the accuracy table")
+    p.add_argument("--bins", type=int, default=10)
+    p.add_argument("--drift-steps", default="5,10,20,50,1000", help="comma-separated step counts T")
+    p.add_argument("--drift-sampler", default="euler_maruyama", choices=sorted(SAMPLERS))
+    p.add_argument("--drift-n", type=int, default=256, help="trajectories per T")
+    p.add_argument("--no-drift", action="store_true")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("tp-sample", help="sample a diffusion checkpoint with time-predictor sampling",
+                       epilog=EXAMPLES["tp-sample"], formatter_class=fmt)
+    p.add_argument("checkpoint", help="the time-predictor run or checkpoint")
+    p.add_argument("--ckpt", default=None, help="the diffusion checkpoint (default: the one g was trained for)")
+    p.add_argument("--sampler", default="euler_maruyama", choices=sorted(SAMPLERS))
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--coefficients", action="store_true", help="also take the sampler's α, σ, β at g(x) (Algorithm 3)")
+    p.add_argument("--clamp", type=_clamp, default=None, metavar="LO,HI", help="bounds on g(x)")
+    p.add_argument("--no-compare", action="store_true", help="skip the original sampler's samples")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="FILE.png (FILE-tp.png and FILE-original.png for images) + FILE.npz")
+    return {"tp-train": cmd_tp_train, "tp-report": cmd_tp_report, "tp-sample": cmd_tp_sample}
+
+
+def cmd_tp_train(args) -> int:
+    res = train_time_predictor(args.diffusion, args.out, steps=args.steps, overrides=args.overrides,
+                               data_dir=args.data_dir, progress=not args.no_progress, resume=args.resume)
+    print(f"trained g to step {res['final_step']} (loss {res['last_loss']:.5f}); checkpoint {res['checkpoint']}")
+    return 0
+
+
+def write_report(rep: dict, out: str | Path) -> Path:
+    """``out``/report.md, accuracy.{json,png} and (with drift) drift.{json,png} of :func:`tp_report`'s
+    result. Returns report.md's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = rep["accuracy"]
+    viz.save_tp_accuracy(acc, out / "accuracy.png", title=f"time predictor on {rep['data']}")
+    (out / "accuracy.json").write_text(json.dumps({k: v for k, v in acc.items() if k != "samples"}, indent=2))
+    lines = [f"# Time-predictor report: {rep['checkpoint']}", "",
+             f"Data {rep['data']} ({rep['split']} split), schedule {rep['schedule']}, g = {rep['net']} predicting "
+             f"{'t' if rep['parameterization'] == 't' else 'the normalised log-SNR'}, trained {rep['step']} "
+             f"steps. {rep['n']} fresh (t, x_t) pairs, t uniform per bin"
+             + (" (`exact`: the Bayes-optimal E[t | x] of the true mixture)." if rep["exact"] else "."), "",
+             *accuracy_table(acc), "", "![accuracy](accuracy.png)", ""]
+    if rep["drift_error"]:
+        lines += [f"Drift diagnostics skipped: {rep['drift_error']}; pass --ckpt.", ""]
+    elif rep["drift"] is not None:
+        d, sampler = rep["drift"], rep["drift_sampler"]
+        viz.save_tp_drift(d, out / "drift.png", title=f"{sampler} trajectories of {rep['diffusion_checkpoint']}")
+        (out / "drift.json").write_text(json.dumps({str(k): v for k, v in d.items()}, indent=2))
+        lines += [f"## Drift of the original sampler ({sampler}, {rep['drift_n']} trajectories)", "",
+                  "Predicted t of the states along the trajectories against the grid's nominal t "
+                  "(mean over states; the band is ± one std). Above the diagonal: the states are noisier than "
+                  "the grid assumes.", "", *drift_table(d), "", "![drift](drift.png)", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def cmd_tp_report(args) -> int:
+    rep = tp_report(args.checkpoint, diffusion_ckpt=args.ckpt, n=args.n, bins=args.bins,
+                    drift_steps=parse_ints(args.drift_steps, "--drift-steps"), drift_sampler=args.drift_sampler,
+                    drift_n=args.drift_n, drift=not args.no_drift, data_dir=args.data_dir, seed=args.seed)
+    print(f"report: {write_report(rep, args.out)}")
+    return 0
+
+
+def cmd_tp_sample(args) -> int:
+    xs = compare_samples(args.checkpoint, diffusion_ckpt=args.ckpt, sampler=args.sampler, steps=args.steps, n=args.n,
+                         seed=args.seed, use_in_coefficients=args.coefficients, clamp=args.clamp,
+                         compare=not args.no_compare, device=args.device)
+    out = Path(args.out)
+    written = []
+    if next(iter(xs.values())).dim() == 4:  # images: one grid per variant
+        for k, x in xs.items():
+            written.append(viz.save_grid(x, out.with_name(f"{out.stem}-{k}.png"), scale=viz.auto_scale(x.shape[-1])))
+    else:
+        written.append(viz.save_scatter({f"{k}, {args.sampler} T={args.steps}": x for k, x in xs.items()},
+                                        out.with_suffix(".png")))
+    npz = out.with_suffix(".npz")
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(npz, **{k: x.numpy() for k, x in xs.items()})
+    written.append(npz)
+    print(f"{args.n} samples, TP {args.sampler} T={args.steps} -> {', '.join(map(str, written))}")
+    return 0

@@ -1,0 +1,98 @@
+"""The front door: time grids, ``sample(model, shape, ...)`` from noise or from a given x_t, and
+DDPM's interpolation."""
+from __future__ import annotations
+
+import torch
+
+from difflab.process.respace import respace
+from difflab.process.schedules import F64, DiscreteSchedule
+from difflab.samplers.registry import get_spec
+
+GRID_SPACINGS = ("auto", "trailing", "respace", "uniform", "quadratic")
+
+
+def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, spacing: str = "auto") -> torch.Tensor:
+    """(steps+1,) decreasing times from t_max to t_min.
+
+    For a :class:`DiscreteSchedule` the interior points are the process's own trained times:
+    'trailing' (the "auto" default) keeps the trained steps top-1, top-1-top/N, ... (diffusers'
+    "trailing" spacing), so all N evaluations fall at t >= t_max/N and the last step jumps to the
+    data; 'respace' uses Improved DDPM's section respacing (``respace(T, str(steps))``), which keeps
+    step 0 and so spends one evaluation on t = 1/T -> 0 (ancestral sampling on either grid is exactly
+    the respaced process over the kept steps). Otherwise 'uniform' in t or 'quadratic' (denser near 0).
+    """
+    if spacing == "auto":
+        spacing = "trailing" if isinstance(schedule, DiscreteSchedule) else "uniform"
+    if spacing in ("respace", "trailing"):
+        if not isinstance(schedule, DiscreteSchedule):
+            raise ValueError(f"grid spacing {spacing!r} picks trained steps of a discrete process; this schedule is "
+                             f"continuous: use 'uniform' or 'quadratic'")
+        T = schedule.num_timesteps
+        top = min(max(int(round(t_max * T)), 1), T)  # trained indices 0 .. top-1 lie in (0, t_max]
+        n = min(steps, top)
+        if spacing == "trailing" or steps == 1:  # one step must start at the top (respace's "1" keeps index 0)
+            kept = sorted({int(round(top - k * top / n)) - 1 for k in range(n)})
+        else:
+            kept = respace(top, str(n))
+        times = (torch.tensor(kept, dtype=F64) + 1) / T
+        times = times[times > t_min]
+        return torch.cat([times.flip(0), torch.tensor([t_min], dtype=F64)])
+    u = torch.linspace(0, 1, steps + 1, dtype=F64)
+    if spacing == "uniform":
+        return t_max + (t_min - t_max) * u
+    if spacing == "quadratic":
+        return t_min + (t_max - t_min) * (1 - u) ** 2
+    raise ValueError(f"unknown grid spacing {spacing!r}; expected one of {', '.join(GRID_SPACINGS)}")
+
+
+def sample(model, shape, *, sampler: str = "ddim", steps: int = 50, ts=None, x=None, t_max: float = 1.0, y=None,
+           generator=None, device="cpu", dtype=torch.float32, t_min: float | None = None, spacing: str = "auto",
+           **options):
+    """Draw ``shape[0]`` samples with ``sampler``: from prior noise at t_max = 1, or from a given
+    state ``x`` at ``t_max`` (SDEdit, interpolation, the posterior from a shared x_t).
+
+    ``steps`` is the number of grid intervals (ignored by the adaptive solver, which picks its own);
+    ``t_min`` defaults to the sampler's (0, or 1e-3 for 'pf_adaptive'); ``ts`` overrides the grid.
+    """
+    spec = get_spec(sampler)
+    if ts is None:
+        ts = grid_for(sampler, model.schedule, steps, t_max=t_max, t_min=t_min, spacing=spacing)
+    if x is None:
+        x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    return spec.fn(model, x, ts, y=y, generator=generator, **options)
+
+
+def grid_for(sampler: str, schedule, steps: int, *, t_max: float = 1.0, t_min: float | None = None,
+             spacing: str = "auto") -> torch.Tensor:
+    """The default grid of ``sampler``: :func:`time_grid` down to the sampler's ``default_t_min``, or just
+    the two ends for an adaptive solver (it picks its own steps)."""
+    spec = get_spec(sampler)
+    t_min = spec.default_t_min if t_min is None else t_min
+    if spec.evals_per_step is None:
+        return torch.tensor([t_max, t_min], dtype=F64)
+    return time_grid(schedule, steps, t_max=t_max, t_min=t_min, spacing=spacing)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:
+    """Spherical interpolation per sample (keeps the norm statistics of Gaussian noise)."""
+    fa, fb = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    cos = (fa * fb).sum(1) / (fa.norm(dim=1) * fb.norm(dim=1))
+    th = torch.acos(cos.clamp(-1, 1)).reshape(-1, *([1] * (a.dim() - 1)))
+    return (torch.sin((1 - lam) * th) * a + torch.sin(lam * th) * b) / torch.sin(th).clamp_min(1e-8)
+
+
+def interpolate(model, x_a, x_b, lambdas, *, t0: float = 0.5, steps: int = 50, sampler: str = "ancestral",
+                generator=None, y=None, **options) -> torch.Tensor:
+    """DDPM's interpolation: encode two images (1, ...) to x_t0 with q(x_t0 | x0) (one shared noise, so
+    the mixed latent keeps the right noise level), mix the latents linearly, and run the reverse
+    process from t0. Returns (len(lambdas), ...). At t0 = 1 the latents are pure noise; mix them with
+    :func:`slerp` instead."""
+    s = model.schedule
+    eps = torch.randn(x_a.shape, generator=generator, dtype=x_a.dtype, device=x_a.device)
+    za, zb = s.perturb(x_a, float(t0), eps), s.perturb(x_b, float(t0), eps)
+    mix = torch.cat([(1 - float(l)) * za + float(l) * zb for l in lambdas])
+    return sample(model, mix.shape, sampler=sampler, steps=steps, x=mix, t_max=t0, y=y, generator=generator,
+                  **options).x
+
+
+__all__ = ["GRID_SPACINGS", "grid_for", "interpolate", "sample", "slerp", "time_grid"]
