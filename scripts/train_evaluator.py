@@ -15,13 +15,15 @@ import time
 import torch
 
 from difflab.errors import DifflabError
-from difflab.metrics.evaluator import EVALUATOR_NAMES, evaluator_path
+from difflab.metrics.evaluator import EVALUATOR_KINDS, EVALUATOR_NAMES, evaluator_path
 from difflab.metrics.evaluator_train import save_evaluator, train_evaluator
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=EVALUATOR_NAMES, default="mnist")
+    p.add_argument("--kind", choices=sorted(EVALUATOR_KINDS), default="cnn",
+                   help="cnn: the first feature space; res: the independent residual network (second space)")
     p.add_argument("--data-dir", default=None, help="data root (default: $DIFFLAB_DATA)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
@@ -39,8 +41,9 @@ def main(argv=None) -> int:
     try:
         model, meta = train_evaluator(args.dataset, args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
                                       lr=args.lr, max_shift=args.max_shift,
-                                      hflip={"auto": None, "on": True, "off": False}[args.hflip], seed=args.seed)
-        out = save_evaluator(model, args.out or evaluator_path(args.dataset), meta)
+                                      hflip={"auto": None, "on": True, "off": False}[args.hflip], seed=args.seed,
+                                      kind=args.kind)
+        out = save_evaluator(model, args.out or evaluator_path(args.dataset, args.kind), meta)
     except DifflabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

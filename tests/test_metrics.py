@@ -551,3 +551,72 @@ def test_bench_mnist_rows_carry_the_real_data_floor_at_their_sample_size(mnist_e
     assert m["quality_name"] == "FID, difflab-mnist features"
     assert 0.5 * m["quality_floor"] < m["quality"] < 2 * m["quality_floor"]
     assert noisy["quality"] > 3 * m["quality_floor"]
+
+
+@needs_real_mnist
+def test_mnist_rows_carry_interval_floor_ratio_and_kid_error_in_every_feature_space(mnist_eval):
+    """Every FID has its interval, the floor at the same n (with its own interval), the ratio to it and
+    KID with a standard error, in each shipped feature space; real images sit near the floor (ratio near
+    1, interval reaching down to it), noised ones far above it beyond the interval."""
+    from difflab.metrics.bench import SPACE_PREFIX, evaluate_samples
+    from difflab.metrics.evaluator import available_kinds
+
+    real = mnist_eval["train"].x[:1000]
+    m = evaluate_samples(real, "mnist", seed=0, n_boot=40)
+    noisy = evaluate_samples((real + 0.3 * torch.randn(real.shape, generator=gen(1))).clamp(-1, 1), "mnist",
+                             seed=0, n_boot=40)
+    assert "cnn" in available_kinds("mnist")
+    for kind in available_kinds("mnist"):
+        p = SPACE_PREFIX[kind]
+        assert m[p + "fid_floor_n"] == 1000 and m[p + "fid_lo"] <= m[p + "fid"] <= m[p + "fid_hi"] + m[p + "fid_se"]
+        assert m[p + "fid_lo"] <= m[p + "fid_floor"] and 0.4 < m[p + "fid_ratio"] < 2.5, (kind, m)
+        assert noisy[p + "fid_lo"] > 3 * m[p + "fid_floor_hi"] and noisy[p + "fid_ratio"] > 4
+        assert m[p + "kid_se"] > 0 and noisy[p + "kid"] - 3 * noisy[p + "kid_se"] > m[p + "kid"] + 3 * m[p + "kid_se"]
+        assert 0 <= noisy[p + "precision"] < m[p + "precision"]
+
+
+@needs_real_mnist
+def test_the_real_data_floor_shrinks_as_n_grows(mnist_eval):
+    from difflab.metrics.bench import _real_fid_floor
+
+    small, large = (_real_fid_floor("mnist", None, n, 0, "cnn", 2)["fid"] for n in (500, 4000))
+    assert small > 3 * large, (small, large)
+
+
+def test_default_sample_sizes_by_data_and_nfe():
+    from difflab.metrics.bench import default_n
+
+    assert (default_n("mnist", 10), default_n("fashion-mnist", 50), default_n("mnist", 51), default_n("mnist", None),
+            default_n("toy:ring8", 10)) == (10000, 10000, 2000, 2000, 1000)
+
+
+def _row(i, fid, lo, hi, rfid, rlo, rhi):
+    return {"model": "difflab", "sampler": f"s{i}", "steps": 10, "nfe": 10, "n": 100, "quality": fid, "fid": fid,
+            "fid_lo": lo, "fid_hi": hi, "fid_floor": 0.5, "fid_ratio": fid / 0.5, "res_fid": rfid, "res_fid_lo": rlo,
+            "res_fid_hi": rhi, "res_fid_floor": 0.4, "res_fid_ratio": rfid / 0.4, "feature_space": "difflab-mnist",
+            "res_feature_space": "difflab-mnist-res", "quality_name": "FID"}
+
+
+def test_table_marks_rows_the_two_feature_spaces_order_oppositely_beyond_their_intervals(tmp_path):
+    from difflab.metrics.bench import _write_tables, disagreements
+
+    rows = [_row(0, 2.0, 1.8, 2.2, 5.0, 4.5, 5.5),   # space 1: best; space 2: worst
+            _row(1, 3.0, 2.8, 3.2, 3.0, 2.7, 3.3),   # clearly opposite to row 0 in both spaces
+            _row(2, 2.1, 1.9, 2.9, 4.0, 3.2, 4.6)]   # overlaps row 0 in space 1: no finding
+    assert disagreements(rows) == [(0, 1)]
+    _write_tables({"data": "mnist", "n_samples": 100, "seeds": 1, "machine": "test", "rows": rows}, tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    line0 = next(l for l in table.splitlines() if l.startswith("| 0 |"))
+    line2 = next(l for l in table.splitlines() if l.startswith("| 2 |"))
+    assert "2 [1.8, 2.2]" in line0 and "5 [4.5, 5.5]" in line0 and line0.rstrip(" |").endswith("#1")
+    assert line2.rstrip().endswith("|  |") and "difflab-mnist-res" in table and "4.00" in line0
+
+
+def test_combining_seeds_gives_a_t_interval_of_the_per_seed_estimates():
+    from difflab.metrics.bench import combine_seeds
+
+    per = [{"fid": f, "fid_debiased": f - 0.1, "fid_lo": 0.0, "fid_hi": 9.0, "kid": 0.001} for f in (2.0, 2.2, 2.4)]
+    m = combine_seeds(per)
+    assert m["fid"] == pytest.approx(2.2) and m["seeds"] == 3 and m["kid"] == pytest.approx(0.001)
+    half = 4.302652729911275 * 0.2 / 3 ** 0.5
+    assert m["fid_lo"] == pytest.approx(2.1 - half) and m["fid_hi"] == pytest.approx(2.1 + half)

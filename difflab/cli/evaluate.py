@@ -7,7 +7,7 @@ from pathlib import Path
 
 from difflab.cli.common import add_external_args, parse_ints
 from difflab.loading import load_any
-from difflab.samplers import SAMPLERS, SPECS
+from difflab.samplers import GRID_SPACINGS, SAMPLERS, SPECS
 from difflab.train.distributed import auto_device
 
 EVAL_EXAMPLES = """examples:
@@ -31,8 +31,12 @@ def register(sub) -> dict:
     p.add_argument("--data", default=None, help="dataset the samples should match (default: the checkpoint's)")
     p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--n", type=int, default=None,
+                   help="samples (default: 10000 for the MNIST family at <= 50 NFE, 2000 above, 1000 elsewhere)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="independent sample sets; >= 2: the FID interval is over seeds")
+    p.add_argument("--grid", default="auto", choices=GRID_SPACINGS, help="time grid (default: the sampler's own)")
+    p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples of each FID interval (0: none)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="write the metrics JSON here (default: print it)")
     add_external_args(p, data=False)
@@ -40,13 +44,19 @@ def register(sub) -> dict:
                        epilog=BENCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, default=1000, help="samples per row")
+    p.add_argument("--n", type=int, default=None, help="samples per row (default: 10000 for the MNIST family at "
+                   "<= 50 NFE, 2000 above, 1000 elsewhere; every row prints its n)")
+    p.add_argument("--seeds", type=int, default=1, help="independent sample sets per row; >= 2: the FID interval "
+                   "is Student's t over the seeds instead of the bootstrap")
+    p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples of each FID interval (0: none)")
     p.add_argument("--nfe", default=None, help="comma-separated NFE budgets (default 1000,100,50,20,10,5)")
     p.add_argument("--quick", action="store_true", help="NFE 100,20,10,5 only")
     p.add_argument("--no-peers", action="store_true", help="skip diffusers' DDIM and DPM-Solver++")
     p.add_argument("--samplers", default=None, help="comma-separated subset of the plain samplers (default: all)")
     p.add_argument("--no-adaptive", action="store_true",
                    help="skip the adaptive PF-ODE row (hundreds of NFE per sample on image models)")
+    p.add_argument("--grid", default="auto", choices=GRID_SPACINGS,
+                   help="time grid of every difflab row (default: each sampler's own); the row names it")
     p.add_argument("--clip", action="store_true",
                    help="clip x̂0 to [-1, 1] in every row whose sampler forms x̂0 (needed by schedules whose ᾱ(1) is ~0, "
                         "such as the cosine one: x̂0 = (x − σ ε̂)/α amplifies ε̂'s error by 1/α at the first step)")
@@ -112,25 +122,47 @@ def cmd_eval(args) -> int:
         else:
             raise DataError(f"{src}: expected an array 'samples' (float in [-1,1]) or 'images_uint8'; found {list(arr)}")
         data, info = args.data, {"source": str(src)}
+        m = evaluate_samples(x, data, data_dir=args.data_dir, seed=args.seed, n_boot=args.n_boot)
     else:
+        from difflab.metrics.bench import combine_seeds, default_n
         from difflab.samplers import generate
 
         device = auto_device("auto")
         loaded = load_any(args.source, flags=getattr(args, "flags", None), device=device)
-        res = generate(loaded.model, loaded.data_shape, sampler=args.sampler, steps=args.steps, n=args.n,
-                       seed=args.seed, device=device)
-        x, data = res["x"], loaded.data_name(args.data)
-        info = {"source": str(loaded.checkpoint.path if loaded.checkpoint else loaded.source), "sampler": args.sampler, "steps": args.steps, "nfe": res["nfe"],
-                "seed": args.seed, "seconds_per_sample": res["seconds_per_sample"]}
-    m = evaluate_samples(x, data, data_dir=args.data_dir, seed=args.seed)
+        data = loaded.data_name(args.data)
+        n = args.n or default_n(data, SPECS[args.sampler].nfe(args.steps))
+        per_seed, res = [], None
+        for k in range(max(1, args.seeds)):
+            res = generate(loaded.model, loaded.data_shape, sampler=args.sampler, steps=args.steps, n=n,
+                           seed=args.seed + k, device=device, spacing=args.grid)
+            per_seed.append(evaluate_samples(res["x"], data, data_dir=args.data_dir, seed=args.seed + k,
+                                             n_boot=args.n_boot))
+        x, m = res["x"], per_seed[0] if len(per_seed) == 1 else combine_seeds(per_seed)
+        info = {"source": loaded.describe(), "sampler": args.sampler, "steps": args.steps, "nfe": res["nfe"],
+                "seed": args.seed, "seeds": len(per_seed), "seconds_per_sample": res["seconds_per_sample"]}
     result = {**info, "data": data, "n": len(x), **{k: v for k, v in m.items() if isinstance(v, (int, float, str))}}
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)
     else:
         print(text)
-    print(f"{m['quality_name']}: {m['quality']:.4g} ({len(x)} samples of {data})")
+    print(summary_line(m, len(x), data))
     return 0
+
+
+def summary_line(m: dict, n: int, data: str) -> str:
+    """'FID, difflab-mnist features: 2.42 [2.31, 2.55], floor 0.30 (8.1x); res: ...' (n samples of data)."""
+    from difflab.metrics.bench import SPACE_PREFIX
+
+    if "fid_floor" not in m:
+        return f"{m['quality_name']}: {m['quality']:.4g} ({n} samples of {data})"
+    parts = []
+    for pre in SPACE_PREFIX.values():
+        if pre + "fid" in m:
+            iv = f" [{m[pre + 'fid_lo']:.3g}, {m[pre + 'fid_hi']:.3g}]" if pre + "fid_lo" in m else ""
+            parts.append(f"{m[pre + 'feature_space']} FID {m[pre + 'fid']:.3g}{iv}, floor {m[pre + 'fid_floor']:.3g} "
+                         f"({m[pre + 'fid_ratio']:.2f}x)")
+    return "; ".join(parts) + f" ({n} samples of {data})"
 
 
 def cmd_bench(args) -> int:
@@ -153,8 +185,12 @@ def cmd_bench(args) -> int:
         grid = [g for g in grid if g[0] in keep]
     if args.clip:
         grid = [(*g[:2], {**(g[2] if len(g) > 2 else {}), "clip": True}) if SPECS[g[0]].clip else g for g in grid]
+    if args.grid != "auto":
+        grid = [(*g[:2], {**(g[2] if len(g) > 2 else {}), "spacing": args.grid}) if SPECS[g[0]].evals_per_step else g
+                for g in grid]
     extra, one_step, peer_nfe = method_rows(model, args, device, grid)
-    res = run_bench(model, loaded.data_name(args.data), loaded.data_shape, args.out, grid=grid, n=args.n, seed=args.seed,
+    res = run_bench(model, loaded.data_name(args.data), loaded.data_shape, args.out, seeds=args.seeds,
+                    n_boot=args.n_boot, grid=grid, n=args.n, seed=args.seed,
                     data_dir=args.data_dir, peers=not args.no_peers, device=device, extra_models=extra,
                     one_step=one_step, peer_nfe=peer_nfe, batch=args.batch, progress=not args.no_progress)
     print((Path(args.out) / "table.md").read_text())

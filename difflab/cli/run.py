@@ -48,7 +48,7 @@ def _add_train(sub):
 
 
 def _add_sample(sub):
-    from difflab.samplers import SAMPLERS
+    from difflab.samplers import GRID_SPACINGS, SAMPLERS
 
     p = sub.add_parser("sample", help="draw samples from a checkpoint", epilog=EXAMPLES["sample"],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +59,9 @@ def _add_sample(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM's η")
     p.add_argument("--clip", action="store_true", help="clip x̂0 to [-1, 1] (images)")
+    p.add_argument("--grid", default="auto", choices=GRID_SPACINGS,
+                   help="time grid: trailing/respace (a discrete model's trained steps), uniform, quadratic, logsnr, "
+                        "karras (default: the sampler's own)")
     p.add_argument("--label", type=int, default=None, help="class label for a class-conditional model")
     p.add_argument("--batch", type=int, default=500, help="samples per network batch")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
@@ -114,7 +117,7 @@ def cmd_sample(args) -> int:
     else:
         res = generate(model, shape, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed, eta=args.eta,
                        clip=args.clip, label=args.label, batch=args.batch, device=device,
-                       progress=not args.no_progress, trajectory=args.trajectory)
+                       progress=not args.no_progress, trajectory=args.trajectory, spacing=args.grid)
         x, traj, nfe = res["x"], res["trajectory"], res["nfe"]
     written = save_samples(x, Path(args.out), npz=args.npz)
     if traj is not None and traj.dim() == 5:
@@ -145,7 +148,8 @@ def _sdedit_from(args, model, loaded, device):
 
         x = load_dataset(f"folder:{init}", image_size=loaded.image_size).x[: args.n]
     g = torch.Generator(device).manual_seed(args.seed)
-    return sdedit(model, x.to(device), args.t0, sampler=args.sampler, steps=args.steps, generator=g).cpu()
+    return sdedit(model, x.to(device), args.t0, sampler=args.sampler, steps=args.steps, generator=g,
+                  spacing=args.grid).cpu()
 
 
 def cmd_info(args) -> int:

@@ -49,9 +49,11 @@ def default_grid(nfe_levels=NFE_LEVELS) -> list[tuple[str, int]]:
 
 
 # ---------------------------------------------------------------------------- metrics by data
-def evaluate_samples(x: torch.Tensor, data_name: str, *, data_dir=None, seed: int = 0) -> dict:
+def evaluate_samples(x: torch.Tensor, data_name: str, *, data_dir=None, seed: int = 0, n_boot: int = 100) -> dict:
     """Metrics of samples ``x`` (N, ...) in [-1, 1] for data ``data_name``; keys include ``quality``
-    (lower is better: FID or sliced W2) and ``feature_space``."""
+    (lower is better: FID or sliced W2), ``quality_floor`` (what real data score at this N) and
+    ``feature_space``; for the MNIST family also the interval, floor and ratio in each feature space
+    (:func:`mnist_family_metrics`)."""
     from ..data import load_dataset
 
     name = data_name.strip().lower()
@@ -80,14 +82,9 @@ def evaluate_samples(x: torch.Tensor, data_name: str, *, data_dir=None, seed: in
         return {"sliced_w2": sw, "mmd2": mmd_rbf(x[:1000].double(), ref[:1000]), "quality": sw,
                 "quality_name": "sliced W2", "feature_space": "data samples"}
     if name in ("mnist", "fashion-mnist"):
-        from .evaluator import evaluate_images
-
         if tuple(x.shape[1:]) != (1, 28, 28):
             raise DifflabError(f"difflab's {name} evaluator takes (N, 1, 28, 28) images, got {tuple(x.shape[1:])}")
-        m = evaluate_images(x, name, data_dir=data_dir, seed=seed)
-        floor = _real_fid_floor(name, None if data_dir is None else str(data_dir), len(x), seed)
-        return {**m, "quality": m["fid"], "quality_floor": floor,
-                "quality_name": f"FID, {m['feature_space']} features"}
+        return mnist_family_metrics(x, name, data_dir=data_dir, seed=seed, n_boot=n_boot)
     if name == "digits":
         from .features import fid_from_features
 
@@ -104,24 +101,92 @@ def evaluate_samples(x: torch.Tensor, data_name: str, *, data_dir=None, seed: in
     return {**m, "quality": m["fid"], "quality_name": "FID, Inception", "feature_space": "inception-2015-12-05"}
 
 
-@functools.lru_cache(maxsize=8)
-def _real_fid_floor(name: str, data_dir: str | None, n: int, seed: int) -> float:
+# The feature spaces of the MNIST family, each with the prefix of its keys in a result row: the first
+# (difflab-<data>, keys fid, kid, ...) and the independent residual network's (difflab-<data>-res, res_fid, ...).
+SPACE_PREFIX = {"cnn": "", "res": "res_"}
+FLOOR_MAX_N = 10000  # the test split's size: a floor at larger N uses all of it (and says so)
+
+
+def mnist_family_metrics(x: torch.Tensor, name: str, *, data_dir=None, seed: int = 0, n_boot: int = 100) -> dict:
+    """FID with its 95% interval, the real-data floor at the same N with its interval, the ratio to the
+    floor, KID with its standard error, precision and recall, in every shipped feature space of the
+    MNIST family (keys prefixed per :data:`SPACE_PREFIX`). ``quality`` is the first space's FID."""
+    from .evaluator import available_kinds, evaluate_images
+
+    out: dict = {}
+    for kind in available_kinds(name):
+        pre = SPACE_PREFIX[kind]
+        m = evaluate_images(x, name, data_dir=data_dir, seed=seed, kind=kind, n_boot=n_boot)
+        floor = _real_fid_floor(name, None if data_dir is None else str(data_dir), len(x), seed, kind, n_boot)
+        keep = ("fid", "fid_lo", "fid_hi", "fid_debiased", "fid_se", "kid", "kid_std", "kid_se", "precision",
+                "recall", "feature_space") + (("is", "is_std", "n_fake", "n_real") if kind == "cnn" else ())
+        out.update({pre + k: m[k] for k in keep if k in m})
+        out.update({pre + "fid_floor": floor["fid"], pre + "fid_floor_lo": floor.get("fid_lo"),
+                    pre + "fid_floor_hi": floor.get("fid_hi"), pre + "fid_floor_n": floor["n"],
+                    pre + "fid_ratio": m["fid"] / floor["fid"] if floor["fid"] > 0 else float("nan")})
+    if "fid" not in out:
+        raise DifflabError(f"no evaluator weights ship for {name!r}; see recipes/evaluator.md")
+    return {**out, "quality": out["fid"], "quality_floor": out["fid_floor"],
+            "quality_name": f"FID, {out['feature_space']} features"}
+
+
+@functools.lru_cache(maxsize=16)
+def _real_fid_floor(name: str, data_dir: str | None, n: int, seed: int, kind: str = "cnn", n_boot: int = 100) -> dict:
     """FID is biased upwards at small N: what n real test images score against the training statistics
-    is the floor a perfect sampler reaches at this N (computed once per data, n and seed)."""
+    (with its interval) is the floor a perfect sampler reaches at this N (once per data, n, seed, space).
+    The test split has 10,000 images: at larger N the floor uses all of them (``n`` says how many)."""
     from ..data import load_dataset
     from .evaluator import evaluate_images
 
     test = load_dataset(name, data_dir=data_dir, split="test").x
-    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed + 7919))[:n]
-    return evaluate_images(test[pick], name, data_dir=data_dir, seed=seed)["fid"]
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed + 7919))[:min(n, FLOOR_MAX_N)]
+    m = evaluate_images(test[pick], name, data_dir=data_dir, seed=seed, kind=kind, n_boot=n_boot)
+    return {"fid": m["fid"], "fid_lo": m.get("fid_lo"), "fid_hi": m.get("fid_hi"), "n": int(len(pick))}
 
 
 # ---------------------------------------------------------------------------- the benchmark
 
 
-def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int = 1000, seed: int = 0, data_dir=None,
-              peers: bool = True, extra_models: dict | None = None, one_step: dict | None = None,
-              peer_nfe: tuple[int, ...] = (), batch: int = 500, device="cpu", progress: bool = True) -> dict:
+MNIST_FAMILY = ("mnist", "fashion-mnist")
+
+
+def default_n(data_name: str, nfe: int | None) -> int:
+    """Samples per row when none is asked for: 10,000 for the MNIST family at up to 50 NFE (where FID's
+    own bias and noise are small enough to rank the rows), 2,000 above (costly rows; they still print
+    their n, floor and interval), 1,000 elsewhere."""
+    if data_name.strip().lower() in MNIST_FAMILY:
+        return 10000 if nfe is not None and nfe <= 50 else 2000
+    return 1000
+
+
+def _job_nfe(label, sampler, steps) -> int | None:
+    if label == "diffusers" or sampler == "one-step":
+        return steps
+    spec = SPECS.get(sampler)
+    return None if spec is None else spec.nfe(max(steps, 1))
+
+
+def combine_seeds(per_seed: list[dict]) -> dict:
+    """One row from K >= 2 independent seeds: the mean of every number, and for each FID the Student-t
+    interval of the per-seed (debiased) estimates instead of one seed's bootstrap interval."""
+    from .features import interval_over_seeds
+
+    out = dict(per_seed[0])
+    for k, v in per_seed[0].items():
+        if isinstance(v, float) and all(isinstance(p.get(k), float) for p in per_seed):
+            out[k] = float(sum(p[k] for p in per_seed) / len(per_seed))
+    for pre in SPACE_PREFIX.values():
+        if pre + "fid" in out:
+            est = [p.get(pre + "fid_debiased", p[pre + "fid"]) for p in per_seed]
+            _, lo, hi = interval_over_seeds(est)
+            out[pre + "fid_lo"], out[pre + "fid_hi"] = max(0.0, lo), max(0.0, hi)
+    return {**out, "seeds": len(per_seed)}
+
+
+def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int | None = None, seed: int = 0,
+              data_dir=None, peers: bool = True, extra_models: dict | None = None, one_step: dict | None = None,
+              peer_nfe: tuple[int, ...] = (), batch: int = 500, device="cpu", progress: bool = True, seeds: int = 1,
+              n_boot: int = 100) -> dict:
     """Every (sampler, steps) of ``grid`` on ``model`` (and diffusers peers at the same NFE), side by side with
     methods built on it; writes results.json, table.md, table.csv and quality_vs_nfe.png into ``out_dir``.
 
@@ -131,7 +196,9 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
     ``one_step`` {label: (fn, baseline)}: one-evaluation samplers such as DSNO, ``fn(x_T) -> x`` on the same
     noise; ``baseline`` (model label, sampler, steps) or None names the row their ratio is taken against
     (e.g. the teacher's, run as an extra model with its own grid).
-    ``peer_nfe``: extra NFE budgets for the diffusers peers (e.g. DSNO's 1, 2, 4). Returns the results dict."""
+    ``peer_nfe``: extra NFE budgets for the diffusers peers (e.g. DSNO's 1, 2, 4). ``n`` samples per row
+    (default :func:`default_n` by the row's NFE); ``seeds`` independent sample sets per row (K >= 2:
+    the FID interval is over seeds); ``n_boot`` bootstrap resamples of each FID interval. Returns the results dict."""
     from .. import viz
 
     out = Path(out_dir)
@@ -152,33 +219,28 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
 
         it = tqdm(jobs, desc="bench")
     for label, sampler, steps, opts in it:
-        if label == "diffusers":
-            try:
-                g = torch.Generator(device).manual_seed(seed)
-                import time
-
-                t0 = time.perf_counter()
-                xs = [diffusers_sample(model, (min(batch, n - i), *data_shape), sampler, steps, generator=g, device=device)
-                      for i in range(0, n, batch)]
-                res = {"x": torch.cat(xs).cpu(), "nfe": steps, "seconds": time.perf_counter() - t0}
-            except DifflabError as e:
-                rows.append({"model": "diffusers", "sampler": sampler, "steps": steps, "nfe": steps, "error": str(e)})
-                continue
-            name = f"diffusers {sampler}"
-        elif sampler == "one-step":
-            res = generate_one_step(one_step[label][0], data_shape, n, seed, batch, device)
-            name = "one-step"
-        else:
-            res = generate(models[label][0], tuple(data_shape), sampler=sampler, steps=max(steps, 1), n=n, seed=seed,
-                           batch=batch, device=device, **opts)
-            name = row_name(sampler, opts)
-        metrics = evaluate_samples(res["x"], data_name, data_dir=data_dir, seed=seed)
-        rows.append({"model": label, "sampler": name, "steps": steps, "nfe": res["nfe"],
-                     "seconds_per_sample": res["seconds"] / n, **{k: v for k, v in metrics.items() if _scalar(v)}})
+        rn = n or default_n(data_name, _job_nfe(label, sampler, steps))
+        per_seed = []
+        for k in range(max(1, seeds)):
+            res = _draw(label, sampler, steps, opts, models, one_step, data_shape, rn, seed + k, batch, device)
+            if "error" in res:
+                break
+            per_seed.append((res, evaluate_samples(res["x"], data_name, data_dir=data_dir, seed=seed + k,
+                                                   n_boot=n_boot)))
+        name = res.get("name", sampler)
+        if not per_seed:
+            rows.append({"model": label, "sampler": name, "steps": steps, "nfe": steps, "error": res["error"]})
+            continue
+        metrics = per_seed[0][1] if len(per_seed) == 1 else combine_seeds([m for _, m in per_seed])
+        rows.append({"model": label, "sampler": name, "steps": steps, "nfe": per_seed[0][0]["nfe"], "n": rn,
+                     "seconds_per_sample": sum(r["seconds"] for r, _ in per_seed) / (rn * len(per_seed)),
+                     **{k: v for k, v in metrics.items() if _scalar(v)}})
     _add_ratios(rows, one_step or {})
     machine = f"{platform.machine()} {torch.get_num_threads()} threads" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU")
-    result = {"data": data_name, "n_samples": n, "seed": seed, "machine": machine, "rows": rows}
+    ns = sorted({r["n"] for r in rows if "n" in r})
+    result = {"data": data_name, "n_samples": n if n else (ns[0] if len(ns) == 1 else ns), "seed": seed,
+              "seeds": max(1, seeds), "machine": machine, "rows": rows}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     _write_tables(result, out)
     series = {}
@@ -195,8 +257,34 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int =
             series[key][1].append(r["quality"])
     qname = next((r.get("quality_name") for r in rows if "quality_name" in r), "quality")
     viz.save_curves({k: tuple(zip(*sorted(zip(*v)))) for k, v in series.items()}, out / "quality_vs_nfe.png", "NFE",
-                    qname, title=f"{data_name}: {qname} vs NFE ({n} samples)", logx=True, logy=True)
+                    qname, title=f"{data_name}: {qname} vs NFE ({_n_text(result['n_samples'])} samples)",
+                    logx=True, logy=True)
     return result
+
+
+def _draw(label, sampler, steps, opts, models, one_step, data_shape, n, seed, batch, device) -> dict:
+    """One row's samples: dict(x, nfe, seconds, name), or dict(error, name) when a peer is missing."""
+    import time
+
+    if label == "diffusers":
+        try:
+            g = torch.Generator(device).manual_seed(seed)
+            t0 = time.perf_counter()
+            xs = [diffusers_sample(models["difflab"][0], (min(batch, n - i), *data_shape), sampler, steps, generator=g,
+                                   device=device) for i in range(0, n, batch)]
+            return {"x": torch.cat(xs).cpu(), "nfe": steps, "seconds": time.perf_counter() - t0,
+                    "name": f"diffusers {sampler}"}
+        except DifflabError as e:
+            return {"error": str(e), "name": sampler}
+    if sampler == "one-step":
+        return {**generate_one_step(one_step[label][0], data_shape, n, seed, batch, device), "name": "one-step"}
+    res = generate(models[label][0], tuple(data_shape), sampler=sampler, steps=max(steps, 1), n=n, seed=seed,
+                   batch=batch, device=device, **opts)
+    return {**res, "name": row_name(sampler, opts)}
+
+
+def _n_text(n) -> str:
+    return str(n) if isinstance(n, int) else "/".join(map(str, n))
 
 
 def row_name(sampler: str, opts: dict) -> str:
@@ -221,6 +309,7 @@ def _add_ratios(rows: list[dict], one_step: dict) -> None:
     """Rows of a method built on the base model get ``ratio`` = quality / the base row's quality
     (one-step rows: / their named baseline row's)."""
     quality = {(r["model"], r["sampler"], r["steps"]): r["quality"] for r in rows if "quality" in r}
+    bounds = {(r["model"], r["sampler"], r["steps"]): (r["fid_lo"], r["fid_hi"]) for r in rows if "fid_lo" in r}
     for r in rows:
         if r["model"] in ("difflab", "diffusers") or "quality" not in r:
             continue
@@ -234,35 +323,110 @@ def _add_ratios(rows: list[dict], one_step: dict) -> None:
             key = ("difflab", r["sampler"], r["steps"])
         if quality.get(key, 0) > 0:
             r["ratio"] = r["quality"] / quality[key]
+            base = bounds.get(key)
+            if base and "fid_lo" in r and base[0] > 0:  # conservative: the extremes of the two intervals
+                r["ratio_lo"], r["ratio_hi"] = r["fid_lo"] / base[1], r["fid_hi"] / base[0]
 
 
 def _scalar(v) -> bool:
     return isinstance(v, (int, float, str)) and not (isinstance(v, float) and math.isnan(v))
 
 
+def _iv(r: dict, pre: str = "") -> str:
+    """'2.42 [2.31, 2.55]' for a row's FID in one feature space (or just the value)."""
+    if pre + "fid" not in r:
+        return ""
+    if r.get(pre + "fid_lo") is None:
+        return f"{r[pre + 'fid']:.3g}"
+    return f"{r[pre + 'fid']:.3g} [{r[pre + 'fid_lo']:.3g}, {r[pre + 'fid_hi']:.3g}]"
+
+
+def disagreements(rows: list[dict], a: str = "", b: str = "res_") -> list[tuple[int, int]]:
+    """Pairs (i, j) of rows that the two feature spaces order oppositely, each beyond its intervals:
+    space a puts i below j with disjoint intervals, space b puts j below i with disjoint intervals."""
+    have = [i for i, r in enumerate(rows) if r.get(a + "fid_lo") is not None and r.get(b + "fid_lo") is not None]
+    out = []
+    for i in have:
+        for j in have:
+            ri, rj = rows[i], rows[j]
+            if ri[a + "fid_hi"] < rj[a + "fid_lo"] and rj[b + "fid_hi"] < ri[b + "fid_lo"]:
+                out.append((i, j))
+    return out
+
+
 def _write_tables(result: dict, out: Path):
-    rows = result["rows"]
+    rows = sorted(result["rows"], key=lambda r: (r.get("model", ""), r["sampler"], -r["nfe"]))
+    result["rows"] = rows
     qname = next((r.get("quality_name") for r in rows if "quality_name" in r), "quality")
     floor = next((r["quality_floor"] for r in rows if "quality_floor" in r), None)
-    note = ""
-    if floor and result["data"].startswith("toy:"):
-        note = f" (two independent true samples of this size score {floor:.4g}: smaller differences are noise)"
-    elif floor:
-        note = f" ({result['n_samples']} real test images score {floor:.4g}: the floor at this sample size)"
-    lines = [f"{result['data']}: {qname}{note}; {result['n_samples']} samples per row; machine: {result['machine']}", "",
-             f"| model | sampler | NFE | {qname} | ratio to base | s/sample |", "|---|---|---:|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r.get("model", ""), r["sampler"], -r["nfe"])):
-        q = f"{r['quality']:.4g}" if "quality" in r else r.get("error", "")
-        ratio = f"{r['ratio']:.3f}" + (f" (vs {r['baseline']})" if "baseline" in r else "") if "ratio" in r else ""
-        sps = f"{r['seconds_per_sample'] * 1e3:.2f} ms" if "seconds_per_sample" in r else ""
-        lines.append(f"| {r['model']} | {r['sampler']} | {r['nfe']} | {q} | {ratio} | {sps} |")
+    spaces = any("res_fid" in r for r in rows)
+    intervals = any("fid_lo" in r for r in rows)
+    seeds = result.get("seeds", 1)
+    head = f"{result['data']}: {qname}; {_n_text(result['n_samples'])} samples per row"
+    head += f", {seeds} seeds each" if seeds > 1 else ""
+    lines = [f"{head}; machine: {result['machine']}", ""]
+    if intervals:
+        lines += [f"Every FID: the plug-in value, then its 95% interval "
+                  f"({'Student t over the seeds' if seeds > 1 else 'basic bootstrap over the generated samples'}; "
+                  "an interval for the distance itself, so it sits below the plug-in value by about FID's "
+                  "finite-sample bias), the real-data floor at the row's n (that many real test images against "
+                  "the same statistics) and the ratio FID / floor. Two rows whose intervals overlap are no "
+                  "different.", ""]
+        cols = ["#", "model", "sampler", "NFE", "n", "FID [95% CI]", "floor", "× floor"]
+        if spaces:
+            cols += ["FID (res) [95% CI]", "floor (res)", "× floor (res)"]
+        cols += ["KID ± SE", "P / R", "ratio to base", "s/sample", "spaces disagree"]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        clash = disagreements(rows) if spaces else []
+        for i, r in enumerate(rows):
+            if "quality" not in r:
+                lines.append(f"| {i} | {r['model']} | {r['sampler']} | {r['nfe']} | | {r.get('error', '')} |")
+                continue
+            cells = [str(i), r["model"], r["sampler"], str(r["nfe"]), str(r.get("n", "")), _iv(r),
+                     f"{r['fid_floor']:.3g}", f"{r['fid_ratio']:.2f}"]
+            if spaces:
+                cells += [_iv(r, "res_"), f"{r['res_fid_floor']:.3g}" if "res_fid_floor" in r else "",
+                          f"{r['res_fid_ratio']:.2f}" if "res_fid_ratio" in r else ""]
+            kid = f"{r['kid'] * 1e3:.2f} ± {r['kid_se'] * 1e3:.2f} e-3" if "kid_se" in r else ""
+            pr = f"{r['precision']:.3f} / {r['recall']:.3f}" if "precision" in r else ""
+            ratio = ""
+            if "ratio" in r:
+                ratio = f"{r['ratio']:.3f}"
+                ratio += f" [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}]" if "ratio_lo" in r else ""
+                ratio += f" (vs {r['baseline']})" if "baseline" in r else ""
+            sps = f"{r['seconds_per_sample'] * 1e3:.2f} ms" if "seconds_per_sample" in r else ""
+            other = sorted({j for a, j in clash if a == i} | {a for a, j in clash if j == i})
+            cells += [kid, pr, ratio, sps, ", ".join(f"#{j}" for j in other)]
+            lines.append("| " + " | ".join(cells) + " |")
+        if spaces:
+            lines += ["", f"spaces disagree: the first feature space ({_space(rows, '')}) and the second "
+                      f"({_space(rows, 'res_')}) order the two rows oppositely, each beyond its intervals "
+                      f"({len(clash)} ordered pairs): such a ranking is not a finding."]
+    else:
+        note = ""
+        if floor and result["data"].startswith("toy:"):
+            note = f" (two independent true samples of this size score {floor:.4g}: smaller differences are noise)"
+        elif floor:
+            note = f" (as many real test images score {floor:.4g}: the floor at this sample size)"
+        lines[0] = lines[0].replace(f"{qname};", f"{qname}{note};", 1)
+        lines += [f"| model | sampler | NFE | {qname} | ratio to base | s/sample |", "|---|---|---:|---:|---:|---:|"]
+        for r in rows:
+            q = f"{r['quality']:.4g}" if "quality" in r else r.get("error", "")
+            ratio = f"{r['ratio']:.3f}" + (f" (vs {r['baseline']})" if "baseline" in r else "") if "ratio" in r else ""
+            sps = f"{r['seconds_per_sample'] * 1e3:.2f} ms" if "seconds_per_sample" in r else ""
+            lines.append(f"| {r['model']} | {r['sampler']} | {r['nfe']} | {q} | {ratio} | {sps} |")
     refs = [f"- {reference_line(m)}" for m in PAPER_FIDS if any(r["model"].startswith(m) for r in rows)]
     if refs:
         lines += ["", "ratio to base = this row's quality / the base model's at the same sampler and steps "
-                  "(below 1: the method helps). The papers' reference ratios:", *refs]
+                  "(below 1: the method helps; its interval, where shown, spans the extremes of the two FID "
+                  "intervals: when it holds 1 the method made no difference). The papers' reference ratios:", *refs]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     keys = sorted({k for r in rows for k in r})
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+
+
+def _space(rows, pre):
+    return next((r[pre + "feature_space"] for r in rows if pre + "feature_space" in r), "?")

@@ -23,13 +23,60 @@ import torch.nn as nn
 
 from difflab.io import file_hexdigest
 from difflab.errors import CheckpointError, DataError
-from difflab.metrics.features import frechet_distance, inception_score, kid, precision_recall
+from difflab.metrics.features import (fid_interval, frechet_distance, inception_score, kid, kid_blocks,
+                                      precision_recall)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 EVALUATOR_NAMES = ("mnist", "fashion-mnist")
 CACHE_ENV = "DIFFLAB_CACHE"
 FEATURE_DIM = 128
 REF_FORMAT = 1  # bump when the content of the cached reference files changes
+
+
+class _ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice with a skip (a 1x1 conv when the width or the stride changes)."""
+
+    def __init__(self, ci: int, co: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.GroupNorm(8, ci), nn.SiLU(), nn.Conv2d(ci, co, 3, stride, 1, bias=False),
+                                  nn.GroupNorm(8, co), nn.SiLU(), nn.Conv2d(co, co, 3, 1, 1, bias=False))
+        self.skip = nn.Identity() if ci == co and stride == 1 else nn.Conv2d(ci, co, 1, stride, bias=False)
+
+    def forward(self, x):
+        return self.skip(x) + self.body(x)
+
+
+class ResidualEvaluator(nn.Module):
+    """The second feature space: a residual network trained apart from :class:`MnistEvaluator`.
+
+    Another architecture (pre-activation residual blocks with GroupNorm and SiLU, strided
+    downsampling, global average pooling) and another objective (label-smoothed cross-entropy with
+    random erasing), another seed: a ranking that both feature spaces support does not rest on one
+    network's blind spots. Features: the 192 LayerNorm-ed pooled activations (order-one scale for
+    FID and KID). (N, 1, 28, 28) in [-1, 1] -> logits (N, 10).
+    """
+
+    feature_dim = 192
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (32, 64, 96)):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.stem = nn.Conv2d(1, w1, 3, padding=1, bias=False)
+        self.blocks = nn.Sequential(_ResBlock(w1, w1, 1), _ResBlock(w1, w2, 2), _ResBlock(w2, w3, 2))  # 28, 14, 7
+        self.proj = nn.Sequential(nn.GroupNorm(8, w3), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(w3, self.feature_dim))
+        self.feature_norm = nn.LayerNorm(self.feature_dim, elementwise_affine=False)
+        self.head = nn.Sequential(nn.SiLU(), nn.Linear(self.feature_dim, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) in [-1, 1] -> (N, 192) features."""
+        return self.feature_norm(self.proj(self.blocks(self.stem(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x).softmax(dim=1)
 
 
 class MnistEvaluator(nn.Module):
@@ -55,6 +102,7 @@ class MnistEvaluator(nn.Module):
             *conv(w1, w2), *conv(w2, w2), nn.MaxPool2d(2),       # 14 -> 7
             nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(),       # 7 -> 4
         )
+        self.feature_dim = FEATURE_DIM
         self.fc = nn.Linear(w2 * 16, FEATURE_DIM)
         self.feature_norm = nn.BatchNorm1d(FEATURE_DIM, affine=False)
         self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(FEATURE_DIM, num_classes))
@@ -74,19 +122,40 @@ class MnistEvaluator(nn.Module):
 
 # ---------------------------------------------------------------------- weights
 
+# The two independent feature spaces of the MNIST family: kind -> (network class, weights-file prefix).
+EVALUATOR_KINDS = {"cnn": (MnistEvaluator, "evaluator-"), "res": (ResidualEvaluator, "evaluator-res-")}
+
+
+def feature_space_name(name: str, kind: str = "cnn") -> str:
+    """'difflab-mnist' (the first space) or 'difflab-mnist-res' (the residual network's)."""
+    return f"difflab-{name}" if kind == "cnn" else f"difflab-{name}-{kind}"
+
+
+def available_kinds(name: str) -> list[str]:
+    """The evaluator kinds whose weights ship for ``name``."""
+    return [k for k in EVALUATOR_KINDS if evaluator_path(name, k).is_file()]
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in EVALUATOR_KINDS:
+        raise DataError(f"no evaluator kind {kind!r}; accepted: {', '.join(EVALUATOR_KINDS)}")
+    return kind
+
+
 def _check_name(name: str) -> str:
     if name not in EVALUATOR_NAMES:
         raise DataError(f"no difflab evaluator for dataset {name!r}; accepted: {', '.join(EVALUATOR_NAMES)}")
     return name
 
 
-def evaluator_path(name: str) -> Path:
-    """Where the shipped weights of the evaluator for ``name`` live."""
-    return WEIGHTS_DIR / f"evaluator-{_check_name(name)}.safetensors"
+def evaluator_path(name: str, kind: str = "cnn") -> Path:
+    """Where the shipped weights of the ``kind`` evaluator for ``name`` live."""
+    return WEIGHTS_DIR / f"{EVALUATOR_KINDS[_check_kind(kind)][1]}{_check_name(name)}.safetensors"
 
 
-def load_evaluator(name: str = "mnist", device="cpu", path: str | os.PathLike | None = None) -> MnistEvaluator:
-    """The trained evaluator for ``name`` ("mnist" or "fashion-mnist"), in eval mode.
+def load_evaluator(name: str = "mnist", device="cpu", path: str | os.PathLike | None = None,
+                   kind: str = "cnn") -> nn.Module:
+    """The trained ``kind`` evaluator ("cnn" or "res") for ``name`` ("mnist" or "fashion-mnist"), in eval mode.
 
     Reads ``path`` if given, else the shipped ``difflab/weights/evaluator-<name>.safetensors``.
     Attributes set on the module: ``weights_path``, ``weights_sha256``, ``metadata`` (dict, e.g.
@@ -97,9 +166,10 @@ def load_evaluator(name: str = "mnist", device="cpu", path: str | os.PathLike | 
 
     _check_name(name)
     unreadable = (getattr(safetensors, "SafetensorError", OSError), OSError, ValueError)
-    p = Path(path) if path is not None else evaluator_path(name)
+    p = Path(path) if path is not None else evaluator_path(name, kind)
     if not p.is_file():
-        raise CheckpointError(f"missing evaluator weights {p}; train them with scripts/train_evaluator.py --dataset {name} --out {p}")
+        raise CheckpointError(f"missing evaluator weights {p}; train them with scripts/train_evaluator.py "
+                              f"--dataset {name} --kind {kind} --out {p}")
     try:
         state = load_file(str(p))
         with safe_open(str(p), "pt") as f:
@@ -108,14 +178,15 @@ def load_evaluator(name: str = "mnist", device="cpu", path: str | os.PathLike | 
         raise CheckpointError(f"{p}: not a readable safetensors file ({' '.join(str(e).split())})") from None
     if meta.get("dataset", name) != name:
         raise CheckpointError(f"{p}: these evaluator weights were trained on {meta['dataset']!r}, not {name!r}")
-    model = MnistEvaluator()
+    cls = EVALUATOR_KINDS[kind][0]
+    model = cls()
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{p}: weights do not match MnistEvaluator ({' '.join(str(e).split())[:200]})") from None
+        raise CheckpointError(f"{p}: weights do not match {cls.__name__} ({' '.join(str(e).split())[:200]})") from None
     model.eval().requires_grad_(False).to(device)
     model.weights_path, model.weights_sha256 = p, file_hexdigest(p)
-    model.metadata, model.feature_space = meta, f"difflab-{name}"
+    model.metadata, model.feature_space = meta, feature_space_name(name, kind)
     return model
 
 
@@ -157,7 +228,7 @@ def extract(images, evaluator: MnistEvaluator, batch_size: int = 500) -> tuple[n
         probs.append(evaluator.head(f).double().softmax(dim=1).cpu())
     evaluator.train(was_training)
     if not feats:
-        return np.zeros((0, FEATURE_DIM)), np.zeros((0, 10))
+        return np.zeros((0, evaluator.feature_dim)), np.zeros((0, 10))
     return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
 
@@ -170,7 +241,7 @@ def default_cache_dir() -> Path:
 
 
 def reference_stats(name: str = "mnist", data_dir=None, split: str = "train", cache_dir=None,
-                    evaluator: MnistEvaluator | None = None, keep: int = 10000, seed: int = 0) -> dict:
+                    evaluator: nn.Module | None = None, keep: int = 10000, seed: int = 0, kind: str = "cnn") -> dict:
     """Statistics of the real ``split`` of ``name`` in the evaluator's feature space, cached.
 
     Returns a dict: mu (128,), cov (128, 128), feats (keep, 128) a seeded random subsample of the
@@ -178,7 +249,7 @@ def reference_stats(name: str = "mnist", data_dir=None, split: str = "train", ca
     feature_space. The cache file is <cache_dir>/<name>-<split>-<sha256[:16]>.npz.
     """
     _check_name(name)
-    ev = evaluator if evaluator is not None else load_evaluator(name)
+    ev = evaluator if evaluator is not None else load_evaluator(name, kind=kind)
     sha = getattr(ev, "weights_sha256", None)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = cache / f"{name}-{split}-{sha[:16]}.npz" if sha else None
@@ -197,7 +268,7 @@ def reference_stats(name: str = "mnist", data_dir=None, split: str = "train", ca
     mu, cov = feats.mean(0), np.cov(feats, rowvar=False)
     idx = np.sort(np.random.default_rng(seed).permutation(len(feats))[:keep])
     meta = {"name": name, "split": split, "n": int(len(feats)), "weights_sha256": sha,
-            "feature_space": f"difflab-{name}", "format": REF_FORMAT}
+            "feature_space": getattr(ev, "feature_space", f"difflab-{name}"), "format": REF_FORMAT}
     if path is not None:
         cache.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache, suffix=".npz")  # write then rename: no half-written cache
@@ -210,16 +281,19 @@ def reference_stats(name: str = "mnist", data_dir=None, split: str = "train", ca
 # ---------------------------------------------------------------------- the metrics
 
 def evaluate_images(fake, name: str = "mnist", data_dir=None, split: str = "train", cache_dir=None,
-                    evaluator: MnistEvaluator | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                    pr_k: int = 3, is_splits: int = 10, seed: int = 0) -> dict:
-    """FID, KID, IS and precision/recall of generated images against the real ``split`` of ``name``.
+                    evaluator: nn.Module | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                    pr_k: int = 3, is_splits: int = 10, seed: int = 0, kind: str = "cnn", n_boot: int = 100) -> dict:
+    """FID (with its bootstrap interval), KID (with a block standard error), IS and precision/recall of
+    generated images against the real ``split`` of ``name``, in the ``kind`` evaluator's feature space.
 
-    fake: (N, 1, 28, 28) uint8 or float in [-1, 1]. FID uses the full real statistics; KID and
-    precision/recall use the cached real subsample, PR on min(N, subsample) real images so both
-    sets have equal size. Returns a dict of floats with ``feature_space`` "difflab-<name>":
-    these are NOT Inception FIDs.
+    fake: (N, 1, 28, 28) uint8 or float in [-1, 1]. FID uses the full real statistics;
+    fid_lo / fid_hi is the 95% basic-bootstrap interval of the Fréchet distance itself
+    (:func:`~difflab.metrics.features.fid_interval`; ``n_boot`` resamples, 0 for none). KID and
+    precision/recall use the cached real subsample, PR on min(N, subsample) real images so both sets
+    have equal size; kid_se is the standard error from disjoint blocks. Returns a dict of floats with
+    ``feature_space`` "difflab-<name>" (or "difflab-<name>-res"): these are NOT Inception FIDs.
     """
-    ev = evaluator if evaluator is not None else load_evaluator(name)
+    ev = evaluator if evaluator is not None else load_evaluator(name, kind=kind)
     ref = reference_stats(name, data_dir, split, cache_dir, evaluator=ev)
     feats, probs = extract(fake, ev)
     if len(feats) < 2:
@@ -232,11 +306,17 @@ def evaluate_images(fake, name: str = "mnist", data_dir=None, split: str = "trai
     real_pr = ref["feats"][np.sort(rng.permutation(len(ref["feats"]))[:m])]
     fake_pr = feats[np.sort(rng.permutation(len(feats))[:m])]
     precision, recall = precision_recall(real_pr, fake_pr, k=pr_k) if m > pr_k else (float("nan"), float("nan"))
-    return {
+    out = {
         "fid": frechet_distance(mu, cov, ref["mu"], ref["cov"]),
         "kid": kid_mean, "kid_std": kid_std,
         "is": is_mean, "is_std": is_std,
         "precision": precision, "recall": recall,
         "n_fake": int(len(feats)), "n_real": int(ref["n"]),
-        "feature_space": f"difflab-{name}",
+        "feature_space": getattr(ev, "feature_space", f"difflab-{name}"),
     }
+    if len(feats) >= 8:
+        _, out["kid_se"], out["kid_blocks"] = kid_blocks(feats, ref["feats"], block=kid_subset_size, seed=seed)
+    if n_boot >= 2:
+        iv = fid_interval(feats, ref["mu"], ref["cov"], n_boot=n_boot, seed=seed)
+        out.update(fid_lo=iv["lo"], fid_hi=iv["hi"], fid_debiased=iv["debiased"], fid_se=iv["se"])
+    return out

@@ -166,3 +166,81 @@ def precision_recall(real_feats, fake_feats, k: int = 3, chunk: int = 1000) -> t
     precision = _fraction_inside(f, r, _kth_nn_radii(r, k, chunk), chunk)
     recall = _fraction_inside(r, f, _kth_nn_radii(f, k, chunk), chunk)
     return precision, recall
+
+
+# ---------------------------------------------------------------------- intervals
+
+def _sym_sqrt(cov: np.ndarray) -> np.ndarray:
+    """The symmetric PSD square root of a covariance (eigenvalues clipped at 0)."""
+    w, v = np.linalg.eigh((cov + cov.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_to_reference(mu, cov, mu_ref, sqrt_cov_ref, trace_cov_ref: float) -> float:
+    """The Fréchet distance to a fixed reference N(μ_r, Σ_r) given Σ_r^{1/2}: the same number as
+    :func:`frechet_distance`, via tr (Σ Σ_r)^{1/2} = tr (Σ_r^{1/2} Σ Σ_r^{1/2})^{1/2}, a symmetric
+    eigenvalue problem (fast and stable: what the bootstrap repeats hundreds of times)."""
+    m = sqrt_cov_ref @ cov @ sqrt_cov_ref
+    root = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    diff = np.asarray(mu) - np.asarray(mu_ref)
+    return float(diff @ diff + np.trace(cov) + trace_cov_ref - 2.0 * root)
+
+
+def fid_interval(feats, mu_ref, cov_ref, *, n_boot: int = 100, level: float = 0.95, seed: int = 0) -> dict:
+    """FID of generated features (N, D) against fixed reference statistics, with a bootstrap interval.
+
+    The plug-in FID is biased upwards at finite N (by about tr Σ / N and more), so the interval is the
+    *basic* bootstrap one, [2F - q_hi, 2F - q_lo] with q the quantiles of the FID of ``n_boot``
+    resamples (with replacement) of the generated rows: the resamples carry the same bias, so the
+    interval is for the Fréchet distance between the two distributions themselves (the closed form
+    it is tested against), clipped at 0. The reference statistics (from tens of thousands of real
+    images) are taken as exact. Returns fid (plug-in), lo, hi, debiased (2F - mean of the
+    resamples), se (std of the resamples), n_boot.
+    """
+    f = as_features(feats, "feats", 2)
+    mu_ref, cov_ref = np.asarray(mu_ref, np.float64), np.asarray(cov_ref, np.float64)
+    if not 0 < level < 1 or n_boot < 2:
+        raise DifflabError(f"fid_interval: level={level}, n_boot={n_boot}; need 0 < level < 1 and n_boot >= 2")
+    sq, tr_ref = _sym_sqrt(cov_ref), float(np.trace(cov_ref))
+    fid = frechet_to_reference(f.mean(0), np.cov(f, rowvar=False), mu_ref, sq, tr_ref)
+    rng = np.random.default_rng(seed)
+    n = f.shape[0]
+    boot = np.empty(n_boot)
+    for b in range(n_boot):
+        r = f[rng.integers(0, n, n)]
+        boot[b] = frechet_to_reference(r.mean(0), np.cov(r, rowvar=False), mu_ref, sq, tr_ref)
+    a = (1 - level) / 2
+    q_lo, q_hi = np.quantile(boot, [a, 1 - a])
+    return {"fid": fid, "lo": max(0.0, 2 * fid - float(q_hi)), "hi": max(0.0, 2 * fid - float(q_lo)),
+            "debiased": 2 * fid - float(boot.mean()), "se": float(boot.std(ddof=1)), "n_boot": n_boot}
+
+
+def kid_blocks(f1, f2, block: int = 1000, degree: int = 3, gamma: float | None = None, coef0: float = 1.0,
+               seed: int = 0) -> tuple[float, float, int]:
+    """KID's standard error from independent blocks: the rows of f1 (generated) and f2 (real) are split
+    into k disjoint blocks of ``block`` rows (capped so that k >= 2), the unbiased MMD² of each block pair
+    is one independent estimate; returns (mean, standard error std/√k, k). NaN SE when k < 2."""
+    x, y = as_features(f1, "f1", 4), as_features(f2, "f2", 4)
+    m = max(2, min(block, x.shape[0] // 2, y.shape[0] // 2))
+    k = min(x.shape[0] // m, y.shape[0] // m)
+    g = 1.0 / x.shape[1] if gamma is None else float(gamma)
+    rng = np.random.default_rng(seed)
+    px, py = rng.permutation(x.shape[0]), rng.permutation(y.shape[0])
+    vals = np.empty(k)
+    for j in range(k):
+        a, b = x[px[j * m:(j + 1) * m]], y[py[j * m:(j + 1) * m]]
+        vals[j] = _unbiased_mmd2((g * a @ a.T + coef0) ** degree, (g * b @ b.T + coef0) ** degree,
+                                 (g * a @ b.T + coef0) ** degree)
+    se = float(vals.std(ddof=1) / np.sqrt(k)) if k >= 2 else float("nan")
+    return float(vals.mean()), se, int(k)
+
+
+def interval_over_seeds(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi): Student's t interval of the mean of per-seed estimates (K >= 2 independent runs)."""
+    from scipy.stats import t as student_t
+
+    v = np.asarray(values, np.float64)
+    if v.size < 2:
+        raise DifflabError(f"interval_over_seeds: needs at least 2 seeds, got {v.size}")
+    half = float(student_t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)

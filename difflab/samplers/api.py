@@ -2,16 +2,46 @@
 DDPM's interpolation."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from difflab.process.respace import respace
 from difflab.process.schedules import F64, DiscreteSchedule
 from difflab.samplers.registry import get_spec
 
-GRID_SPACINGS = ("auto", "trailing", "respace", "uniform", "quadratic")
+GRID_SPACINGS = ("auto", "trailing", "respace", "uniform", "quadratic", "logsnr", "karras")
+SMALLEST_T = 1e-3  # where a log-SNR or noise-level grid of a continuous model stops before its jump to t = 0
 
 
-def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, spacing: str = "auto") -> torch.Tensor:
+def _noise_level_grid(schedule, steps: int, t_max: float, t_min: float, spacing: str, rho: float) -> torch.Tensor:
+    """'logsnr': uniform in λ = log(α/σ); 'karras': EDM's ρ-spacing of σ̃ = σ/α = e^{-λ}
+    (σ̃_i = (σ̃_max^{1/ρ} + i/(N-1) (σ̃_min^{1/ρ} - σ̃_max^{1/ρ}))^ρ). A grid to t_min > 0 has its N+1 points
+    from t_max to t_min; a grid to 0 has N points down to the smallest time (1/T for a discrete model,
+    1e-3 otherwise), then 0. For a discrete model every point is rounded to its nearest trained time
+    (as diffusers does with Karras sigmas); coinciding points are merged."""
+    discrete = isinstance(schedule, DiscreteSchedule)
+    lo = t_min if t_min > 0 else (1.0 / schedule.num_timesteps if discrete else SMALLEST_T)
+    k = steps + 1 if t_min > 0 else steps
+    lam_hi, lam_lo = float(schedule.log_snr(t_max)), float(schedule.log_snr(lo))
+    u = torch.linspace(0, 1, k, dtype=F64) if k > 1 else torch.zeros(1, dtype=F64)
+    if spacing == "logsnr":
+        lam = lam_hi + (lam_lo - lam_hi) * u
+    else:
+        s_max, s_min = math.exp(-lam_hi), math.exp(-lam_lo)
+        lam = -rho * torch.log(s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho)))
+    t = schedule.t_from_log_snr(lam).clamp(lo, t_max)
+    t[0], t[-1] = t_max, lo
+    if discrete:
+        T = schedule.num_timesteps
+        t = torch.unique(((t * T).round().clamp(1, T)) / T, sorted=True).flip(0)
+    if t_min <= 0:
+        t = torch.cat([t, torch.zeros(1, dtype=F64)])
+    return t
+
+
+def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, spacing: str = "auto",
+              rho: float = 7.0) -> torch.Tensor:
     """(steps+1,) decreasing times from t_max to t_min.
 
     For a :class:`DiscreteSchedule` the interior points are the process's own trained times:
@@ -19,7 +49,9 @@ def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, s
     "trailing" spacing), so all N evaluations fall at t >= t_max/N and the last step jumps to the
     data; 'respace' uses Improved DDPM's section respacing (``respace(T, str(steps))``), which keeps
     step 0 and so spends one evaluation on t = 1/T -> 0 (ancestral sampling on either grid is exactly
-    the respaced process over the kept steps). Otherwise 'uniform' in t or 'quadratic' (denser near 0).
+    the respaced process over the kept steps). Otherwise 'uniform' in t or 'quadratic' (denser near 0),
+    or by noise level: 'logsnr' (uniform in log-SNR, DPM-Solver's) and 'karras' (EDM's ρ = ``rho``
+    spacing of σ/α), see :func:`_noise_level_grid`.
     """
     if spacing == "auto":
         spacing = "trailing" if isinstance(schedule, DiscreteSchedule) else "uniform"
@@ -37,6 +69,8 @@ def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, s
         times = (torch.tensor(kept, dtype=F64) + 1) / T
         times = times[times > t_min]
         return torch.cat([times.flip(0), torch.tensor([t_min], dtype=F64)])
+    if spacing in ("logsnr", "karras"):
+        return _noise_level_grid(schedule, steps, t_max, t_min, spacing, rho)
     u = torch.linspace(0, 1, steps + 1, dtype=F64)
     if spacing == "uniform":
         return t_max + (t_min - t_max) * u
@@ -52,7 +86,8 @@ def sample(model, shape, *, sampler: str = "ddim", steps: int = 50, ts=None, x=N
     state ``x`` at ``t_max`` (SDEdit, interpolation, the posterior from a shared x_t).
 
     ``steps`` is the number of grid intervals (ignored by the adaptive solver, which picks its own);
-    ``t_min`` defaults to the sampler's (0, or 1e-3 for 'pf_adaptive'); ``ts`` overrides the grid.
+    ``t_min`` defaults to the sampler's (0, or 1e-3 for 'pf_adaptive'); ``spacing`` (one of
+    :data:`GRID_SPACINGS`) defaults to the sampler's ``default_grid``; ``ts`` overrides the grid.
     """
     spec = get_spec(sampler)
     if ts is None:
@@ -70,7 +105,7 @@ def grid_for(sampler: str, schedule, steps: int, *, t_max: float = 1.0, t_min: f
     t_min = spec.default_t_min if t_min is None else t_min
     if spec.evals_per_step is None:
         return torch.tensor([t_max, t_min], dtype=F64)
-    return time_grid(schedule, steps, t_max=t_max, t_min=t_min, spacing=spacing)
+    return time_grid(schedule, steps, t_max=t_max, t_min=t_min, spacing=spec.default_grid if spacing == "auto" else spacing)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:

@@ -26,6 +26,8 @@ class SamplerSpec:
     respaces: steps from ᾱ at the grid times alone, so a grid of a discrete model's trained times is
         exactly the respaced process over them (ancestral, DDIM); samplers that use β(t) integrate the
         continuous-time view instead.
+    default_grid: the grid spacing :func:`difflab.samplers.sample` uses when none is asked for ("auto":
+        trailing trained steps for a discrete model, uniform in t otherwise).
     options: the sampler's own keyword options beyond the shared signature.
     """
 
@@ -38,6 +40,7 @@ class SamplerSpec:
     ends_at_zero: bool = False
     default_t_min: float = 0.0
     respaces: bool = False
+    default_grid: str = "auto"
     options: tuple[str, ...] = field(default_factory=tuple)
 
     def nfe(self, steps: int, t_min: float = 0.0) -> int | None:
