@@ -25,3 +25,15 @@ def real_data_dir():
     """The real-data directory from DIFFLAB_DATA, or None (tests that need it skip)."""
     d = os.environ.get("DIFFLAB_DATA")
     return d if d and os.path.isdir(d) else None
+
+
+class Counting(torch.nn.Module):
+    """A model that counts its calls (each call is one network evaluation of the whole batch)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls, self.schedule, self.var_type = inner, 0, inner.schedule, inner.var_type
+
+    def forward(self, x, t, y=None):
+        self.calls += 1
+        return self.inner(x, t, y)

@@ -15,22 +15,11 @@ from difflab.process import (DiscreteSchedule, GaussianDiffusion, VPLinear, line
                              spaced_diffusion)
 from difflab.samplers import SPECS, time_grid
 
+from conftest import Counting
+
 F64 = torch.float64
 MIX = ring_mixture(8, radius=2.0, std=0.3)
 DISCRETE = GaussianDiffusion(linear_betas(1000))
-
-
-class Counting(torch.nn.Module):
-    """A model that counts its calls (each call is one network evaluation of the whole batch)."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.calls = inner, 0
-        self.schedule, self.var_type = inner.schedule, inner.var_type
-
-    def forward(self, x, t, y=None):
-        self.calls += 1
-        return self.inner(x, t, y)
 
 
 def _g(x):

@@ -17,6 +17,8 @@ from difflab.models import ModelWrapper, exact_mixture_model
 from difflab.process import GaussianDiffusion, VPLinear, linear_betas, ring_mixture
 from difflab.samplers import SAMPLERS, time_grid
 
+from conftest import Counting
+
 F64 = torch.float64
 MIX = ring_mixture(8, radius=2.0, std=0.3)
 
@@ -71,16 +73,6 @@ def test_every_wrapper_is_under_contract():
     missing = {c.__name__ for c in _subclasses(ModelWrapper) if c not in CASES and c not in ABSTRACT
                and c.__module__.startswith("difflab")}
     assert missing == set(), f"add these wrappers to CASES: {sorted(missing)}"
-
-
-class Counting(nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.calls, self.schedule, self.var_type = inner, 0, inner.schedule, inner.var_type
-
-    def forward(self, x, t, y=None):
-        self.calls += 1
-        return self.inner(x, t, y)
 
 
 @pytest.fixture(params=["discrete", "vp"])

@@ -51,6 +51,9 @@ def register(sub) -> dict:
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples of each FID interval (0: none)")
     p.add_argument("--nfe", default=None, help="comma-separated NFE budgets (default 1000,100,50,20,10,5)")
     p.add_argument("--quick", action="store_true", help="NFE 100,20,10,5 only")
+    p.add_argument("--solvers", action="store_true", help="the few-step table instead: every solver (DPM-Solver++ "
+                   "2M/3M/SDE, UniPC, EDM Euler/Heun, iPNDM) x grid (default, logsnr, karras) at NFE "
+                   "3,4,5,6,8,10,15,20 (or --nfe), beside the diffusers peers")
     p.add_argument("--no-peers", action="store_true", help="skip diffusers' DDIM and DPM-Solver++")
     p.add_argument("--samplers", default=None, help="comma-separated subset of the plain samplers (default: all)")
     p.add_argument("--no-adaptive", action="store_true",
@@ -175,6 +178,10 @@ def cmd_bench(args) -> int:
     if args.nfe:
         levels = parse_ints(args.nfe, "--nfe")
     grid = [g for g in default_grid(levels) if not (args.no_adaptive and g[0] == "pf_adaptive")]
+    if args.solvers:
+        from difflab.metrics.bench import SOLVER_NFE_LEVELS, solver_grid
+
+        grid = solver_grid(parse_ints(args.nfe, "--nfe") if args.nfe else SOLVER_NFE_LEVELS)
     if args.samplers:
         from difflab.errors import ConfigError
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DifflabError
-from ..interop.peers import diffusers_sample
+from ..interop.peers import PEERS, diffusers_sample
 from ..samplers.batched import generate
 from ..samplers.registry import SPECS, get_spec
 from .references import PAPER_FIDS, reference_line
@@ -46,6 +46,22 @@ def default_grid(nfe_levels=NFE_LEVELS) -> list[tuple[str, int]]:
         names = ["ancestral"] if nfe >= 1000 else list(BENCH_SAMPLERS)
         grid += [(s, steps_for(s, nfe)) for s in names if steps_for(s, nfe)]
     return grid + [(n, 0) for n, spec in SPECS.items() if spec.evals_per_step is None]
+
+
+SOLVER_NFE_LEVELS = (3, 4, 5, 6, 8, 10, 15, 20)
+SOLVERS = ("dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "edm_euler", "edm_heun", "ipndm")
+SOLVER_GRIDS = ("auto", "logsnr", "karras")
+
+
+def solver_grid(nfe_levels=SOLVER_NFE_LEVELS, solvers=SOLVERS, spacings=SOLVER_GRIDS) -> list[tuple]:
+    """The few-step table: every solver x time grid at every budget (the peers join at the same NFE)."""
+    grid = []
+    for nfe in nfe_levels:
+        for s in solvers:
+            steps = steps_for(s, nfe)
+            if steps:
+                grid += [(s, steps, {} if sp == "auto" else {"spacing": sp}) for sp in spacings]
+    return grid
 
 
 # ---------------------------------------------------------------------------- metrics by data
@@ -211,7 +227,7 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int |
     jobs = [(label, *item[:2], item[2] if len(item) > 2 else {}) for label, (_, g) in models.items() for item in g]
     if peers:
         budgets = {k for s, k, *_ in grid if SPECS[s].evals_per_step == 1 and 0 < k <= 100} | set(peer_nfe)
-        jobs += [("diffusers", p, nfe, {}) for p in ("ddim", "dpmsolver++") for nfe in sorted(budgets, reverse=True)]
+        jobs += [("diffusers", p, nfe, {}) for p in PEERS for nfe in sorted(budgets, reverse=True)]
     jobs += [(label, "one-step", 1, {}) for label in (one_step or {})]
     it = jobs
     if progress:

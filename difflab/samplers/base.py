@@ -2,7 +2,7 @@
 callback on which trajectories and progress are built (k-diffusion's pattern)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -84,4 +84,53 @@ class Run:
         return SampleResult(x=x, nfe=self.nfe, times=self.ts, trajectory=traj, x0_preds=x0s)
 
 
-__all__ = ["Run", "SampleResult", "check_grid", "noise_fn"]
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Facts about a sampler.
+
+    stochastic: draws fresh noise (so the seed matters after x_T).
+    evals_per_step: network evaluations per grid interval (None: adaptive, the solver chooses).
+    last_step_evals: evaluations of a last interval that ends at t = 0 (Heun: 1, Euler there).
+    clip: takes ``clip_denoised`` (x̂0 clamped to [-1, 1] wherever a step forms it).
+    ends_at_zero: the grid must end at t = 0 (a discrete reverse chain down to the data).
+    default_t_min: where the default grid stops (the adaptive ODE solver cannot reach 0).
+    respaces: steps from ᾱ at the grid times alone, so a grid of a discrete model's trained times is
+        exactly the respaced process over them (ancestral, DDIM); samplers that use β(t) integrate the
+        continuous-time view instead.
+    default_grid: the grid spacing :func:`difflab.samplers.sample` uses when none is asked for ("auto":
+        trailing trained steps for a discrete model, uniform in t otherwise).
+    options: the sampler's own keyword options beyond the shared signature.
+    """
+
+    name: str
+    fn: Callable
+    stochastic: bool
+    evals_per_step: int | None = 1
+    last_step_evals: int | None = None
+    clip: bool = True
+    ends_at_zero: bool = False
+    default_t_min: float = 0.0
+    respaces: bool = False
+    default_grid: str = "auto"
+    options: tuple[str, ...] = field(default_factory=tuple)
+
+    def nfe(self, steps: int, t_min: float = 0.0) -> int | None:
+        """Evaluations of a run over ``steps`` intervals (None for an adaptive sampler)."""
+        if self.evals_per_step is None:
+            return None
+        last = self.evals_per_step if self.last_step_evals is None or t_min > 0 else self.last_step_evals
+        return self.evals_per_step * (steps - 1) + last
+
+    def steps_for(self, nfe: int) -> int | None:
+        """The most grid intervals (to t = 0) whose evaluations fit in a budget of ``nfe``; None for an
+        adaptive sampler, or when no run of a multi-evaluation sampler fits with two intervals or more
+        (one Heun interval to 0 is just Euler)."""
+        if self.evals_per_step is None or nfe < 1:
+            return None
+        steps = max((s for s in range(1, nfe + 1) if self.nfe(s) <= nfe), default=None)
+        if steps is None or (self.evals_per_step > 1 and steps < 2):
+            return None
+        return steps
+
+
+__all__ = ["Run", "SampleResult", "SamplerSpec", "check_grid", "noise_fn"]

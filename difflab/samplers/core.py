@@ -83,7 +83,7 @@ def _coefs(model, ts):
     return s.alpha(ts).tolist(), s.sigma(ts).tolist(), s.beta(ts).tolist()
 
 
-def _final_denoise(run: Run, model, x, ts, denoise_last: bool):
+def final_denoise(run: Run, model, x, ts, denoise_last: bool):
     """Tweedie's x̂0 at the last grid time (one more evaluation) when the grid stops above 0."""
     t = float(ts[-1])
     if not denoise_last or t == 0.0:
@@ -116,7 +116,7 @@ def euler_maruyama(model, x, ts, *, y=None, denoise=True, clip_denoised=False, g
         if n < N - 1:
             x = x + math.sqrt(max(b * -dt, 0.0)) * noise(n, x)
         run.step(n, x, x0)
-    return run.result(_final_denoise(run, model, x, ts, denoise))
+    return run.result(final_denoise(run, model, x, ts, denoise))
 
 
 @torch.no_grad()
@@ -131,7 +131,7 @@ def pf_euler(model, x, ts, *, y=None, denoise=True, clip_denoised=False, generat
         x0, eps, _ = run.denoised(x, float(ts[n]), al[n], sg[n])
         x = x + float(ts[n + 1] - ts[n]) * pf_drift(eps, x, be[n], sg[n])
         run.step(n, x, x0)
-    return run.result(_final_denoise(run, model, x, ts, denoise))
+    return run.result(final_denoise(run, model, x, ts, denoise))
 
 
 @torch.no_grad()
@@ -153,7 +153,7 @@ def pf_heun(model, x, ts, *, y=None, denoise=True, clip_denoised=False, generato
             x_next = x + dt * 0.5 * (d + pf_drift(eps2, x_next, be[n + 1], sg[n + 1]))
         x = x_next
         run.step(n, x, x0)
-    return run.result(_final_denoise(run, model, x, ts, denoise))
+    return run.result(final_denoise(run, model, x, ts, denoise))
 
 
 @torch.no_grad()
@@ -185,8 +185,8 @@ def pf_adaptive(model, x, ts, *, y=None, rtol=1e-5, atol=1e-5, method="dopri5", 
     if callback is not None:
         for i in range(1, len(ts)):
             callback(i - 1, float(ts[i]), sol[i], None)
-    out = _final_denoise(run, model, sol[-1], ts, denoise)
+    out = final_denoise(run, model, sol[-1], ts, denoise)
     return SampleResult(x=out, nfe=run.nfe, times=ts, trajectory=sol if return_trajectory else None)
 
 
-__all__ = ["ancestral", "ddim", "euler_maruyama", "grid_diffusion", "pf_adaptive", "pf_drift", "pf_euler", "pf_heun"]
+__all__ = ["ancestral", "ddim", "euler_maruyama", "grid_diffusion", "pf_adaptive", "final_denoise", "pf_drift", "pf_euler", "pf_heun"]

@@ -225,7 +225,12 @@ def sampler_for(model, name: str):
     coefficients (see :func:`wants_per_sample_coefficients`), else the shared ``SAMPLERS[name]``.
     Each has the facts of the shared sampler of that name (``difflab.samplers.get_spec(name)``)."""
     get_spec(name)  # ValueError with a did-you-mean for an unknown name
-    return TP_SAMPLERS[name] if wants_per_sample_coefficients(model) else SAMPLERS[name]
+    if not wants_per_sample_coefficients(model):
+        return SAMPLERS[name]
+    if name not in TP_SAMPLERS:
+        raise ValueError(f"sampler {name!r} has no per-sample-time form for TP with use_in_coefficients; "
+                         f"expected one of {', '.join(sorted(TP_SAMPLERS))} (or TP without coefficients)")
+    return TP_SAMPLERS[name]
 
 
 def tp_sample(model, shape, *, sampler: str = "ddim", steps: int = 50, ts=None, x=None, t_max: float = 1.0, y=None,
