@@ -598,13 +598,13 @@ def _row(i, fid, lo, hi, rfid, rlo, rhi):
 
 
 def test_table_marks_rows_the_two_feature_spaces_order_oppositely_beyond_their_intervals(tmp_path):
-    from difflab.metrics.bench import _write_tables, disagreements
+    from difflab.metrics.tables import disagreements, write_tables
 
     rows = [_row(0, 2.0, 1.8, 2.2, 5.0, 4.5, 5.5),   # space 1: best; space 2: worst
             _row(1, 3.0, 2.8, 3.2, 3.0, 2.7, 3.3),   # clearly opposite to row 0 in both spaces
             _row(2, 2.1, 1.9, 2.9, 4.0, 3.2, 4.6)]   # overlaps row 0 in space 1: no finding
     assert disagreements(rows) == [(0, 1)]
-    _write_tables({"data": "mnist", "n_samples": 100, "seeds": 1, "machine": "test", "rows": rows}, tmp_path)
+    write_tables({"data": "mnist", "n_samples": 100, "seeds": 1, "machine": "test", "rows": rows}, tmp_path)
     table = (tmp_path / "table.md").read_text()
     line0 = next(l for l in table.splitlines() if l.startswith("| 0 |"))
     line2 = next(l for l in table.splitlines() if l.startswith("| 2 |"))

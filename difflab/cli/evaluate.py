@@ -177,7 +177,7 @@ def cmd_bench(args) -> int:
     levels = QUICK_NFE_LEVELS if args.quick else NFE_LEVELS
     if args.nfe:
         levels = parse_ints(args.nfe, "--nfe")
-    grid = [g for g in default_grid(levels) if not (args.no_adaptive and g[0] == "pf_adaptive")]
+    grid = [g for g in default_grid(levels) if not (args.no_adaptive and SPECS[g[0]].evals_per_step is None)]
     if args.solvers:
         from difflab.metrics.bench import SOLVER_NFE_LEVELS, solver_grid
 

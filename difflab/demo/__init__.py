@@ -13,7 +13,7 @@ import torch
 
 from difflab import viz
 from difflab.config import load_config
-from difflab.samplers import SAMPLERS, sample
+from difflab.samplers import SAMPLERS, SPECS, sample
 
 # (sampler, grid intervals): a few-step and a many-step setting of each sampler.
 TOY_GRID = [("ancestral", 1000), ("ancestral", 20), ("ddim", 10), ("ddim", 50), ("euler_maruyama", 20),
@@ -86,7 +86,7 @@ def _digits_section(out: Path, steps: int, data_dir, progress: bool) -> list[str
         g = torch.Generator().manual_seed(0)
         t0 = time.perf_counter()
         r = sample(model, (64, 1, 8, 8), sampler=name, steps=n, generator=g, return_trajectory=name == "ancestral",
-                   **({"clip_denoised": True} if name in ("ancestral", "ddim") else {}))
+                   **({"clip_denoised": True} if SPECS[name].clip else {}))
         dt = time.perf_counter() - t0
         fname = f"digits_{name}_{n}.png"
         viz.save_grid(r.x, out / fname, nrow=8, scale=scale)
