@@ -96,6 +96,9 @@ class TrainConfig:
     rollback_lr_factor: float = 0.5
     num_workers: int = 0
     device: str = "auto"
+    # A diffusion checkpoint (run dir, checkpoint dir, .safetensors or zoo name) whose weights (its EMA
+    # when recorded) start the network and its EMA at step 0: fine-tuning or extending a shipped model.
+    init: str = ""
 
 
 @dataclass

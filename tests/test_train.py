@@ -182,6 +182,27 @@ def test_resume_refuses_a_different_config_but_extends_steps(tmp_path):
     assert "already holds checkpoints" in one_line_error(ConfigError, train, cfg, tmp_path, progress=False)
 
 
+def test_init_starts_a_new_run_from_another_runs_weights(tmp_path):
+    """train.init: step 0 of the new run holds the source's EMA weights (model and EMA alike), the new
+    run trains on from there; a source of another architecture is refused with one line."""
+    src = tiny_cfg("train.steps=4", "train.ckpt_every=0")
+    train(src, tmp_path / "a", progress=False)
+    source, _, _ = load_model(tmp_path / "a")
+    cfg = tiny_cfg("train.steps=1", "train.lr=0", "train.ckpt_every=0", f"train.init={str(tmp_path / 'a')!r}", "train.seed=7")
+    train(cfg, tmp_path / "b", progress=False)
+    started, _, _ = load_model(tmp_path / "b")
+    raw, _, _ = load_model(tmp_path / "b", use_ema=False)
+    for (k, v), w, r in zip(source.state_dict().items(), started.state_dict().values(), raw.state_dict().values()):
+        assert torch.equal(v, w) and torch.equal(v, r), k
+    fresh = tiny_cfg("train.steps=1", "train.ckpt_every=0", "train.seed=7")
+    train(fresh, tmp_path / "c", progress=False)
+    other, _, _ = load_model(tmp_path / "c")
+    assert not all(torch.equal(v, w) for v, w in zip(source.state_dict().values(), other.state_dict().values()))
+    wide = apply_overrides(cfg, ["model.hidden=24"])
+    msg = one_line_error(CheckpointError, train, wide, tmp_path / "d", progress=False)
+    assert "train.init" in msg
+
+
 # ---------------------------------------------------------------------------------------------
 # divergence
 

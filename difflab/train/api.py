@@ -95,6 +95,8 @@ def train(cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False, data
     with torch.random.fork_rng(devices=[]):  # the init depends on train.seed only, and leaves the caller's RNG alone
         torch.manual_seed(cfg.train.seed)
         model = build.build_model(cfg, ds.shape, num_classes, process=process)
+    if cfg.train.init and not (resume and latest_checkpoint(run_dir) is not None):
+        init_weights(model, cfg.train.init)
     objective = build.build_objective(cfg, process)
     trainer = Trainer(model, objective, ds, cfg.train, run_dir, cfg.to_dict(), kind="diffusion", sample_fn=sample_fn,
                       progress=progress, resume=resume,
@@ -102,6 +104,15 @@ def train(cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False, data
     if trainer.ctx.is_main:
         save_config(cfg, run_dir / CONFIG_FILE)
     return trainer.fit()
+
+
+def init_weights(model: nn.Module, reference: str) -> None:
+    """Load a diffusion checkpoint's weights (EMA when recorded) into a freshly built ``model``;
+    a CheckpointError naming both when the architectures differ."""
+    ckpt = load_checkpoint(zoo.resolve_reference(reference), map_location="cpu", expect_kind="diffusion")
+    state = ckpt.ema_state if ckpt.ema_state is not None else ckpt.model_state
+    check_state_dict_compatible(model, state, f"train.init = {reference!r} ({ckpt.path})")
+    model.load_state_dict(state)
 
 
 def _num_classes_from_weights(state: dict[str, torch.Tensor]) -> int | None:
