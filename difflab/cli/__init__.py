@@ -13,32 +13,53 @@ explicit table. Every bad input ends in one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 
 from difflab.cli import analyze, demo, dsno, evaluate, guidance, run, tp
+from difflab.cli.options import Parser, apply_rules
 from difflab.errors import DifflabError
 
 GROUPS = (run, evaluate, tp, guidance, dsno, analyze, demo)
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    """The parser with every group's commands, and the table {command: function}."""
-    ap = argparse.ArgumentParser(prog="difflab", description="Diffusion models: train, sample, evaluate.")
+def build_parser() -> tuple[Parser, dict]:
+    """The parser with every group's commands (each option under :data:`options.RULES`), and the
+    table {command: function}."""
+    ap = Parser(prog="difflab", description="Diffusion models: train, sample, evaluate.")
     sub = ap.add_subparsers(dest="command", required=True)
     commands: dict = {}
     for group in GROUPS:
         commands.update(group.register(sub))
+    for parser in _all_parsers(sub):
+        apply_rules(parser)
     return ap, commands
 
 
+def _all_parsers(sub):
+    for p in sub.choices.values():
+        yield p
+        for action in p._actions:
+            if hasattr(action, "choices") and isinstance(action.choices, dict):  # nested (analyze ...)
+                yield from _all_parsers(action)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv=None) -> int:
+    """Run one command. A bad input (DifflabError, or a ValueError the library raises on a bad
+    argument) and a failed file operation (OSError: disk full, permission) end in one line on stderr
+    and exit status 2; DIFFLAB_TRACEBACK=1 shows the traceback instead."""
     ap, commands = build_parser()
     args = ap.parse_args(argv)
     try:
         return commands[args.command](args)
-    except DifflabError as e:
-        print(f"difflab: error: {e}", file=sys.stderr)
+    except (DifflabError, ValueError, OSError) as e:
+        if os.environ.get("DIFFLAB_TRACEBACK"):
+            raise
+        print(f"difflab: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("difflab: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from difflab.cli.options import input_path, output_dir
 from difflab.cli.common import add_external_args
 from difflab.analysis import (coarse_to_fine, density_ratio_paths, rate_distortion, sdedit, sdedit_curve,
                               shared_xt_samples, trajectory_spectra)
@@ -31,13 +32,13 @@ def register(sub) -> dict:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=WHAT)
     p.add_argument("checkpoint")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=output_dir, help="output folder")
     p.add_argument("--t0", default="0.5", help="noise level(s), comma-separated")
     p.add_argument("--k", type=int, default=8, help="samples per shared x_t (posterior)")
     p.add_argument("--n", type=int, default=None,
                    help="inputs / samples (default 8; sdedit-curve and density-ratio 500, spectrum 256)")
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--init", default=None, help="an .npz with 'samples' or 'images_uint8' to start from (default: test split)")
+    p.add_argument("--init", default=None, type=input_path, help="an .npz with 'samples' or 'images_uint8' to start from (default: test split)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--sampler", default=None, help="default ancestral (spectrum: ddim)")

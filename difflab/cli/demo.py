@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from difflab.cli.options import output_dir
+
 EXAMPLES = """examples:
   difflab demo --out runs/demo
   difflab demo --out runs/quick --toy-steps 500 --digits-steps 300"""
@@ -12,7 +14,7 @@ EXAMPLES = """examples:
 def register(sub) -> dict:
     p = sub.add_parser("demo", help="the quickstart: train small toy and digits models, sample, report",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", type=output_dir)
     p.add_argument("--toy-steps", type=int, default=3000)
     p.add_argument("--digits-steps", type=int, default=1500)
     p.add_argument("--data-dir", default=None)

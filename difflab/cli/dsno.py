@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from difflab.cli.options import input_path, output_dir, output_file
 from difflab import viz
 from difflab.errors import CheckpointError
 from difflab.io.samples import save_samples
@@ -33,7 +34,7 @@ def register(sub) -> dict:
     p = sub.add_parser("dsno-data", help="record teacher ODE trajectories for DSNO (sharded, resumable)",
                        epilog=EXAMPLES["dsno-data"], formatter_class=fmt)
     p.add_argument("checkpoint", help="the diffusion (teacher) checkpoint: run dir, checkpoint dir or .safetensors")
-    p.add_argument("--out", required=True, help="bank directory (bank.json + shard-KKKKK.npz files)")
+    p.add_argument("--out", required=True, type=output_dir, help="bank directory (bank.json + shard-KKKKK.npz files)")
     p.add_argument("--n", type=int, required=True, help="number of trajectories")
     p.add_argument("--M", type=int, required=True, help="recorded times per trajectory, t = 1 and t = 0 included")
     p.add_argument("--spacing", default="quadratic", choices=SPACINGS)
@@ -49,8 +50,8 @@ def register(sub) -> dict:
     p = sub.add_parser("dsno-train", help="train a DSNO operator on a trajectory bank", epilog=EXAMPLES["dsno-train"],
                        formatter_class=fmt)
     p.add_argument("checkpoint", help="the teacher checkpoint the bank was made with (initialises the backbone)")
-    p.add_argument("--data", required=True, help="the bank directory from dsno-data")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--data", required=True, type=input_path, help="the bank directory from dsno-data")
+    p.add_argument("--out", required=True, type=output_dir, help="run directory")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-4)
@@ -67,7 +68,7 @@ def register(sub) -> dict:
     p.add_argument("checkpoint", help="a dsno-train run dir or checkpoint")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="noise seed (sample i = the bank's sample i for that seed)")
-    p.add_argument("--out", required=True, help="FILE.png (grid or scatter) or FILE.npz")
+    p.add_argument("--out", required=True, type=output_file(".png", ".npz"), help="FILE.png (grid or scatter) or FILE.npz")
     p.add_argument("--trajectory", action="store_true", help="also write FILE-trajectory.png, the decoded trajectory")
     p.add_argument("--no-ema", action="store_true")
     return {"dsno-data": cmd_dsno_data, "dsno-train": cmd_dsno_train, "dsno-sample": cmd_dsno_sample}

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from difflab.cli.options import output_dir, output_file
 from difflab.cli.common import add_external_args, parse_ints
 from difflab.loading import load_any
 from difflab.samplers import GRID_SPACINGS, SAMPLERS, SPECS
@@ -38,12 +39,12 @@ def register(sub) -> dict:
     p.add_argument("--grid", default="auto", choices=GRID_SPACINGS, help="time grid (default: the sampler's own)")
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples of each FID interval (0: none)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None, help="write the metrics JSON here (default: print it)")
+    p.add_argument("--out", default=None, type=output_file(".json"), help="write the metrics JSON here (default: print it)")
     add_external_args(p, data=False)
     p = sub.add_parser("bench", help="every sampler x NFE side by side (+ diffusers peers): tables, JSON, plot",
                        epilog=BENCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, type=output_dir)
     p.add_argument("--n", type=int, default=None, help="samples per row (default: 10000 for the MNIST family at "
                    "<= 50 NFE, 2000 above, 1000 elsewhere; every row prints its n)")
     p.add_argument("--seeds", type=int, default=1, help="independent sample sets per row; >= 2: the FID interval "
@@ -85,7 +86,7 @@ def register(sub) -> dict:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None, help="write the JSON (with every per-step term) here")
+    p.add_argument("--out", default=None, type=output_file(".json"), help="write the JSON (with every per-step term) here")
     add_external_args(p)
     return {"eval": cmd_eval, "bench": cmd_bench, "nll": cmd_nll}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from difflab.cli.options import input_path, output_dir, output_file
 from difflab.data import load_dataset
 from difflab.errors import DataError, DifflabError
 from difflab.io.samples import save_samples
@@ -50,7 +51,7 @@ def _parser(sub, name, help_):
 
 
 def _common_train(p, steps):
-    p.add_argument("--out", required=True, help="run directory (checkpoints/, log.jsonl, t_bins.json)")
+    p.add_argument("--out", required=True, type=output_dir, help="run directory (checkpoints/, log.jsonl, t_bins.json)")
     p.add_argument("--steps", type=int, default=steps, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -67,7 +68,7 @@ def _common_train(p, steps):
 def register(sub) -> dict:
     p = _parser(sub, "dg-bank", "draw a resumable bank of a model's samples (discriminator guidance)")
     p.add_argument("checkpoint", help="the diffusion model: run dir, checkpoint dir or .safetensors")
-    p.add_argument("--out", required=True, help="bank directory")
+    p.add_argument("--out", required=True, type=output_dir, help="bank directory")
     p.add_argument("--n", type=int, required=True, help="number of samples")
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--steps", type=int, default=50)
@@ -82,7 +83,7 @@ def register(sub) -> dict:
 
     p = _parser(sub, "dg-train", "train a discriminator d(x_t, t): diffused real data vs the bank")
     p.add_argument("checkpoint", help="the diffusion model whose samples are in the bank")
-    p.add_argument("--bank", required=True, help="bank directory written by dg-bank")
+    p.add_argument("--bank", required=True, type=input_path, help="bank directory written by dg-bank")
     _common_train(p, 2000)
     p.add_argument("--features", default=None,
                    help="a noisy classifier run (cg-train): its frozen features feed a small trained head")
@@ -105,7 +106,7 @@ def register(sub) -> dict:
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--clip", action="store_true", help="clip x̂0 to [-1, 1] (images)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True, help="FILE.png or FILE.npz")
+    p.add_argument("--out", required=True, type=output_file(".png", ".npz"), help="FILE.png or FILE.npz")
     p.add_argument("--no-progress", action="store_true")
 
     p = _parser(sub, "cg-train", "train a noisy classifier p(y | x_t, t) (classifier guidance)")

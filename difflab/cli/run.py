@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from difflab.cli.options import input_path, output_dir, output_file
 from difflab.errors import CheckpointError
 from difflab.samplers.batched import generate
 from difflab.io.samples import save_samples
@@ -41,7 +42,7 @@ def _add_train(sub):
     p.add_argument("config", help="a TOML file or a preset name (e.g. toy-ddpm, digits-iddpm, mnist-vpsde)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.lr=1e-4 (repeatable)")
-    p.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--out", default=None, type=output_dir, help="run directory (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--data-dir", default=None, help="data directory (default: $DIFFLAB_DATA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
@@ -68,10 +69,10 @@ def _add_sample(sub):
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="assert a training setting (e.g. diffusion.schedule=cosine): refused if the checkpoint differs")
-    p.add_argument("--out", required=True, help="FILE.png (grid or scatter plot) or FILE.npz (arrays); both with --npz")
+    p.add_argument("--out", required=True, type=output_file(".png", ".npz"), help="FILE.png (grid or scatter plot) or FILE.npz (arrays); both with --npz")
     p.add_argument("--npz", action="store_true", help="also write the samples as .npz beside the PNG")
     p.add_argument("--trajectory", action="store_true", help="also write a strip of the trajectory (images)")
-    p.add_argument("--init", default=None, help="SDEdit: start from these images (.npz with 'samples' or "
+    p.add_argument("--init", default=None, type=input_path, help="SDEdit: start from these images (.npz with 'samples' or "
                    "'images_uint8', or a folder of images) noised to --t0, instead of pure noise")
     p.add_argument("--t0", type=float, default=0.5, help="with --init: the noise level to start from (0 returns the input)")
     p.add_argument("--no-progress", action="store_true")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from difflab.cli.options import output_dir, output_file
 from difflab import viz
 from difflab.cli.common import parse_ints
 from difflab.methods.time_predictor import (TP_TRAIN_DEFAULTS, accuracy_table, compare_samples, drift_table,
@@ -44,7 +45,7 @@ def register(sub) -> dict:
     p = sub.add_parser("tp-train", help="train a time predictor g(x_t) -> t for a diffusion checkpoint",
                        epilog=EXAMPLES["tp-train"], formatter_class=fmt)
     p.add_argument("diffusion", help="the diffusion run or checkpoint (its data and schedule are used)")
-    p.add_argument("--out", required=True, help="run directory for the time predictor")
+    p.add_argument("--out", required=True, type=output_dir, help="run directory for the time predictor")
     p.add_argument("--steps", type=int, default=None, help=f"training steps (default {TP_TRAIN_DEFAULTS['steps']})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="train.* (e.g. train.lr=1e-4) or tp.* (net, parameterization, t_min, hidden, depth, "
@@ -56,7 +57,7 @@ def register(sub) -> dict:
     p = sub.add_parser("tp-report", help="per-t accuracy of a time predictor, and the drift of few-step samplers",
                        epilog=EXAMPLES["tp-report"], formatter_class=fmt)
     p.add_argument("checkpoint", help="the time-predictor run or checkpoint")
-    p.add_argument("--out", required=True, help="directory for report.md, accuracy.{json,png}, drift.{json,png}")
+    p.add_argument("--out", required=True, type=output_dir, help="directory for report.md, accuracy.{json,png}, drift.{json,png}")
     p.add_argument("--ckpt", default=None, help="the diffusion checkpoint (default: the one g was trained for)")
     p.add_argument("--n", type=int, default=4000, help="(t, x_t) pairs for the accuracy table")
     p.add_argument("--bins", type=int, default=10)
@@ -79,7 +80,7 @@ def register(sub) -> dict:
     p.add_argument("--clamp", type=_clamp, default=None, metavar="LO,HI", help="bounds on g(x)")
     p.add_argument("--no-compare", action="store_true", help="skip the original sampler's samples")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True, help="FILE.png (FILE-tp.png and FILE-original.png for images) + FILE.npz")
+    p.add_argument("--out", required=True, type=output_file(".png", ".npz"), help="FILE.png (FILE-tp.png and FILE-original.png for images) + FILE.npz")
     return {"tp-train": cmd_tp_train, "tp-report": cmd_tp_report, "tp-sample": cmd_tp_sample}
 
 

@@ -28,6 +28,7 @@ import torch
 
 from difflab.errors import DataError
 from difflab.io import atomic_write, read_json, write_json
+from difflab.samplers.noise import sample_seeds, seed_of
 
 MANIFEST = "bank.json"
 FORMAT = 2
@@ -63,20 +64,9 @@ def shard_name(k: int) -> str:
     return f"shard-{k:05d}.npz"
 
 
-def _seed_of(*key: int) -> int:
-    """A 63-bit seed (torch's generators keep 63 bits) from integers mixed by NumPy's SeedSequence."""
-    return int(np.random.SeedSequence([int(v) for v in key]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
-
-
 def shard_seed(seed: int, k: int) -> int:
     """The generator seed of shard k of a bank seeded ``seed``."""
-    return _seed_of(seed, k)
-
-
-def sample_seeds(seed: int, start: int, count: int) -> torch.Tensor:
-    """(count,) int64 seeds of samples start .. start+count-1: each sample has its own seed from (seed, index),
-    so any one sample can be regenerated alone and its value does not depend on the batch it was drawn in."""
-    return torch.tensor([_seed_of(seed, i) for i in range(start, start + count)], dtype=torch.int64)
+    return seed_of(seed, k)
 
 
 def _digest(a: np.ndarray) -> str:

@@ -177,6 +177,9 @@ def load_evaluator(name: str = "mnist", device="cpu", path: str | os.PathLike | 
             meta = dict(f.metadata() or {})
     except unreadable as e:
         raise CheckpointError(f"{p}: not a readable safetensors file ({' '.join(str(e).split())})") from None
+    from difflab.train.checkpoint import check_weights
+
+    check_weights(state, p, meta)
     if meta.get("dataset", name) != name:
         raise CheckpointError(f"{p}: these evaluator weights were trained on {meta['dataset']!r}, not {name!r}")
     cls = EVALUATOR_KINDS[kind][0]

@@ -124,12 +124,9 @@ def train_evaluator(name: str = "mnist", data_dir=None, epochs: int = 5, batch_s
 
 
 def save_evaluator(model: MnistEvaluator, path, metadata: dict) -> Path:
-    """Write the weights as safetensors with string metadata."""
-    from safetensors.torch import save_file
+    """Write the weights as safetensors with string metadata (and their digest, verified on load)."""
+    from difflab.train.checkpoint import save_weights_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={k: str(v) for k, v in metadata.items()})
+    path = save_weights_file(model.state_dict(), path, metadata)
     path.chmod(0o644)  # package data: readable by everyone who installs it
     return path

@@ -103,6 +103,11 @@ def grid_for(sampler: str, schedule, steps: int, *, t_max: float = 1.0, t_min: f
     the two ends for an adaptive solver (it picks its own steps)."""
     spec = get_spec(sampler)
     t_min = spec.default_t_min if t_min is None else t_min
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps = {steps!r}; expected a positive integer")
+    if isinstance(schedule, DiscreteSchedule) and steps > schedule.num_timesteps and spec.evals_per_step is not None:
+        raise ValueError(f"steps = {steps} exceeds the model's {schedule.num_timesteps} trained timesteps; "
+                         f"expected 1 .. {schedule.num_timesteps}")
     if spec.evals_per_step is None:
         return torch.tensor([t_max, t_min], dtype=F64)
     return time_grid(schedule, steps, t_max=t_max, t_min=t_min, spacing=spec.default_grid if spacing == "auto" else spacing)

@@ -1,4 +1,5 @@
-"""Many samples in batches, reproducible from one seed (what the CLI, the benchmark and evaluation use)."""
+"""Many samples in batches, reproducible from one seed whatever the batch size (what the CLI, the
+benchmark and evaluation use): sample i's noise comes from its own generator (:mod:`.noise`)."""
 from __future__ import annotations
 
 import time
@@ -6,6 +7,7 @@ import time
 import torch
 
 from difflab.samplers.api import sample
+from difflab.samplers.noise import PerSampleNoise, sample_seeds
 from difflab.samplers.registry import SPECS, get_spec
 
 
@@ -15,10 +17,14 @@ def generate(model, data_shape, *, sampler: str = "ddim", steps: int = 50, n: in
     """(n, *data_shape) samples from ``model``.
 
     Returns dict(x (n, ...) on CPU, trajectory (S, ≤16, ...) of the first batch or None, nfe per sample,
-    seconds, seconds_per_sample).
+    seconds, seconds_per_sample). Sample i depends on (seed, i) only, not on ``batch``.
     """
     spec = get_spec(sampler)
-    g = torch.Generator(device).manual_seed(seed)
+    for name, v in (("n", n), ("batch", batch), ("steps", steps)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} = {v!r}; expected a positive integer")
+    if eta < 0:
+        raise ValueError(f"eta = {eta!r}; expected eta >= 0 (0: deterministic DDIM, 1: DDPM's variance)")
     opts = dict(options)
     if "eta" in spec.options:
         opts["eta"] = eta
@@ -32,8 +38,10 @@ def generate(model, data_shape, *, sampler: str = "ddim", steps: int = 50, n: in
     while done < n:
         b = min(batch, n - done)
         y = None if label is None else torch.full((b,), int(label), dtype=torch.long, device=device)
-        r = sample(model, (b, *data_shape), sampler=sampler, steps=steps, generator=g, device=device, y=y,
-                   return_trajectory=trajectory and done == 0, progress=progress, **opts)
+        noise = PerSampleNoise(sample_seeds(seed, done, b), device)
+        r = sample(model, (b, *data_shape), sampler=sampler, steps=steps, x=noise.randn((b, *data_shape)),
+                   noise_sampler=noise, device=device, y=y, return_trajectory=trajectory and done == 0,
+                   progress=progress, **opts)
         xs.append(r.x.cpu())
         if r.trajectory is not None:
             traj = r.trajectory[:, :16].cpu()

@@ -408,6 +408,52 @@ def _read_verified(path: Path, info: Any) -> bytes:
     return data
 
 
+WEIGHTS_DIGEST = "weights_sha256"  # metadata key: sha256 of the tensors themselves (see weights_digest)
+
+
+def weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes in name order: what a standalone
+    .safetensors file carries in its metadata (a file cannot hold the hash of its own bytes)."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def check_weights(tensors: Mapping[str, torch.Tensor], path, metadata: Mapping[str, str] | None = None) -> None:
+    """CheckpointError unless the recorded weights digest (when present) matches and every floating
+    tensor is finite: a flipped byte that turns one weight into NaN is refused on load."""
+    expected = (metadata or {}).get(WEIGHTS_DIGEST)
+    if expected is not None:
+        got = weights_digest(tensors)
+        if got != expected:
+            raise CheckpointError(f"{path}: weights sha256 mismatch (file corrupt or altered); "
+                                  f"expected {expected[:16]}..., got {got[:16]}...")
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{path}: weight {k!r} holds {bad} non-finite value(s) (file corrupt, or saved "
+                                  f"from a diverged run); expected finite weights")
+
+
+def save_weights_file(tensors: Mapping[str, torch.Tensor], path, metadata: Mapping[str, str]) -> Path:
+    """Write a standalone .safetensors file atomically (temp file, fsync, rename), with its weights
+    digest added to ``metadata`` so a later load can verify it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ts = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    meta = {**{k: str(v) for k, v in metadata.items()}, WEIGHTS_DIGEST: weights_digest(ts)}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write(tmp, safetensors.torch.save(ts, metadata=meta))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _safetensors_metadata(data: bytes, path: Path) -> dict[str, str]:
     """The __metadata__ table of a safetensors blob (8-byte little-endian header size, JSON header)."""
     try:
@@ -476,9 +522,11 @@ def _load_dir(d: Path, map_location: Any, trust_pickle: bool) -> Checkpoint:
         raise CheckpointError(f"{meta_path}: file list {listed!r}; expected at least {', '.join(_REQUIRED)}")
     data = {name: _read_verified(d / name, info) for name, info in files.items()}
     model_state = _tensors_from_bytes(data["model.safetensors"], d / "model.safetensors", map_location)
+    check_weights(model_state, d / "model.safetensors")
     ema_state = None
     if "ema.safetensors" in data:
         ema_state = _tensors_from_bytes(data["ema.safetensors"], d / "ema.safetensors", map_location)
+        check_weights(ema_state, d / "ema.safetensors")
     try:
         config = tomllib.loads(data["config.toml"].decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -514,6 +562,7 @@ def _load_weights_file(path: Path, map_location: Any) -> Checkpoint:
         data = path.read_bytes()
     metadata = _safetensors_metadata(data, path)
     tensors = _tensors_from_bytes(data, path, map_location)
+    check_weights(tensors, path, metadata)
     try:
         config = json.loads(metadata["config"]) if "config" in metadata else {}
         step = int(metadata.get("step", 0))
