@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 OUT ?= runs/demo
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo demo-full test test-all bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/difflab demo --out $(OUT)
+
+demo-full: $(STAMP)
+	$(BIN)/difflab demo --full --out $(OUT)-full
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

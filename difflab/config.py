@@ -109,6 +109,7 @@ class SampleConfig:
     eta: float = 0.0
     clip_denoised: bool = True
     seed: int = 0
+    grid: str = "auto"
 
 
 # Allowed values of the choice fields, by dotted key. An entry "prefix:<what>" accepts any
@@ -125,6 +126,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("constant", "cosine"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.on_divergence": ("stop", "rollback"),
+    "sample.grid": ("auto", "trailing", "respace", "uniform", "quadratic", "logsnr", "karras"),
 }
 
 # Choices that depend on another key: {key: (depends_on, {value_of_depends_on: allowed})}.
@@ -157,7 +159,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "diffusion.cosine_s": (0.0, None),
     "diffusion.hybrid_lambda": (0.0, None),
     "diffusion.t_min": (0.0, 1.0),
-    "train.steps": (0, None),
+    "train.steps": (1, None),
     "train.batch_size": (1, None),
     "train.lr": (0.0, None),
     "train.weight_decay": (0.0, None),

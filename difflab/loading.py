@@ -13,6 +13,7 @@ and for difflab checkpoints the config and checkpoint it came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from difflab.errors import CheckpointError
@@ -112,6 +113,14 @@ def open_checkpoint(ref, *, expect_kind: str | None = None, map_location="cpu"):
     from difflab.train.checkpoint import load_checkpoint
 
     return load_checkpoint(zoo.resolve_reference(ref), map_location=map_location, expect_kind=expect_kind)
+
+
+def reference_of(given, path) -> str:
+    """How a trained method records its base model: the zoo name when it was given one (so the record
+    holds on any machine, and a shipped method model names its base by name), else the resolved path."""
+    from difflab import zoo
+
+    return str(given) if zoo.is_zoo_name(given) else str(Path(path).resolve())
 
 
 def check_sampling_flags(cfg, overrides) -> None:

@@ -106,3 +106,17 @@ def test_sample_a_diffusers_pipeline(tmp_path):
                  "--out", str(out), "--no-progress"]) == 0
     assert np.load(out)["samples"].shape == (4, 1, 8, 8)
     assert main(["sample", "improved-diffusion:x.pt", "--out", str(out)]) == 2  # no --flags: one clear line
+
+
+def test_quick_demo_writes_a_report_whose_pictures_exist(tmp_path):
+    """`make demo`'s quickstart, small: it trains, then every picture the report names is written."""
+    import re
+
+    from difflab.demo.quick import run_quick
+
+    report = run_quick(tmp_path, toy_steps=20, n=4, n_toy=200, progress=False)
+    text = report.read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert text.startswith("# difflab quickstart") and len(pictures) >= 8
+    assert all((tmp_path / p).is_file() for p in pictures), pictures
+    assert "Trained a toy DDPM for 20 steps" in text and "| dpmpp_2m |" in text

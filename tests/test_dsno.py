@@ -331,9 +331,10 @@ def test_cli_data_train_sample(tmp_path, capsys):
     assert (tmp_path / "s.png").is_file() and (tmp_path / "s-trajectory.png").is_file()
     capsys.readouterr()
     # bad input: one line, exit 2
+    (tmp_path / "nothing").mkdir()  # exists, holds no bank (a missing path is refused by the parser)
     assert main(["dsno-train", str(tmp_path / "teacher"), "--data", str(tmp_path / "nothing"), "--out",
                  str(tmp_path / "x"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no DSNO trajectory bank" in err[0]
     assert main(["dsno-sample", str(tmp_path / "teacher"), "--n", "4", "--out", str(tmp_path / "t.png")]) == 2
-    assert "expected a 'dsno' model" in capsys.readouterr().err
+    assert "expected a DSNO operator" in capsys.readouterr().err

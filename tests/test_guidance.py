@@ -379,7 +379,7 @@ def test_cli_bank_train_sample(tmp_path, capsys):
     capsys.readouterr()
     assert main(["dg-train", str(run), "--bank", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), *quiet]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("difflab: error: sample bank") and "not found" in err
+    assert "\n" not in err and err.startswith("difflab: error: argument --bank") and "no such file" in err
     assert main(["dg-sample", str(run), "--disc", str(tmp_path / "cg"), "--out", str(tmp_path / "y.npz"), *quiet]) == 2
     assert "holds a 'classifier', expected a 'discriminator'" in capsys.readouterr().err
 

@@ -408,7 +408,7 @@ def test_cli_train_report_sample(tmp_path, capsys):
     lt = load_time_predictor(tp)
     assert lt.checkpoint.kind == "time_predictor" and lt.diffusion_config.data.name == "toy:ring8"
     assert lt.data_shape == (2,) and lt.checkpoint.step == 40
-    assert main(["tp-report", str(tp), "--out", str(tmp_path / "rep"), "--n", "400", "--bins", "4",
+    assert main(["tp-report", str(diff), "--tp", str(tp), "--out", str(tmp_path / "rep"), "--n", "400", "--bins", "4",
                  "--drift-steps", "3,6", "--drift-n", "32"]) == 0
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "RMSE exact" in report and "| 6 |" in report
@@ -416,14 +416,14 @@ def test_cli_train_report_sample(tmp_path, capsys):
     assert len(acc["g"]["rmse"]) == 4 and acc["exact"]["overall_mse"] <= acc["g"]["overall_mse"] + 1e-3
     for f in ("accuracy.png", "drift.png", "drift.json"):
         assert (tmp_path / "rep" / f).is_file()
-    assert main(["tp-sample", str(tp), "--steps", "4", "--n", "50", "--coefficients", "--out",
+    assert main(["tp-sample", str(diff), "--tp", str(tp), "--steps", "4", "--n", "50", "--coefficients", "--out",
                  str(tmp_path / "s.png")]) == 0
     arrays = __import__("numpy").load(tmp_path / "s.npz")
     assert arrays["tp"].shape == (50, 2) and arrays["original"].shape == (50, 2)
     capsys.readouterr()
     assert main(["tp-train", str(diff), "--out", str(tp), "--steps", "5", "--no-progress"]) == 2  # holds checkpoints
     assert main(["tp-train", str(diff), "--out", str(tmp_path / "x"), "--set", "tp.depht=2"]) == 2
-    assert main(["tp-report", str(diff), "--out", str(tmp_path / "y")]) == 2  # a diffusion checkpoint, not a g
+    assert main(["tp-report", str(diff), "--tp", str(diff), "--out", str(tmp_path / "y")]) == 2  # not a g
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("difflab: error: ") for line in err)
 

@@ -53,7 +53,12 @@ def main(argv=None) -> int:
     argument) and a failed file operation (OSError: disk full, permission) end in one line on stderr
     and exit status 2; DIFFLAB_TRACEBACK=1 shows the traceback instead."""
     ap, commands = build_parser()
-    args = ap.parse_args(argv)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:  # a parse error (one line already printed) returns its status; --help exits
+        if e.code in (0, None):
+            raise
+        return int(e.code)
     try:
         return commands[args.command](args)
     except (DifflabError, ValueError, OSError) as e:
@@ -61,8 +66,9 @@ def main(argv=None) -> int:
             raise
         print(f"difflab: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("difflab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        notes = "; ".join(getattr(e, "__notes__", ()))
+        print(f"difflab: interrupted{': ' + notes if notes else ''}", file=sys.stderr)
         return 130
 
 

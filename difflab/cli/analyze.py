@@ -52,18 +52,14 @@ def register(sub) -> dict:
 
 
 def _inputs(args, lm, n):
-    import numpy as np
-
     from difflab.data import load_dataset
-    from difflab.errors import DataError
 
     if args.init:
-        arr = np.load(args.init)
-        if "images_uint8" in arr:
-            return torch.from_numpy(arr["images_uint8"][:n]).float() / 127.5 - 1
-        if "samples" in arr:
-            return torch.from_numpy(arr["samples"][:n]).float()
-        raise DataError(f"{args.init}: expected 'samples' or 'images_uint8', found {list(arr)}")
+        from difflab.io.samples import load_sample_arrays
+
+        key, a = load_sample_arrays(args.init)
+        x = torch.from_numpy(a[:n]).float()
+        return x / 127.5 - 1 if key == "images_uint8" else x
     return load_dataset(lm.data_name(args.data), args.data_dir or lm.data_dir, split="test",
                         image_size=lm.train_image_size, num_samples=n, seed=args.seed).x
 
@@ -113,7 +109,7 @@ def cmd_analyze(args) -> int:
             proc = lm.process()
             if not isinstance(proc, GaussianDiffusion) or not image:
                 raise ConfigError("rate-distortion needs a discrete-process image model (its variational bound)")
-            rd = rate_distortion(model, proc, x, generator=g)
+            rd = rate_distortion(model, proc, x, clip_denoised=True, generator=g)  # x̂0 in the data's [-1, 1], as DDPM's figure
             result.update(rd)
             viz.save_curves({"rate (bits/dim)": (rd["step"], rd["rate_bpd"])}, out / "rate_distortion_rate.png",
                             "reverse step i", "cumulative rate (bits/dim)")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import SimpleNamespace
 
-from difflab.cli.options import input_path, output_dir, output_file
+import torch
+
 from difflab import viz
+from difflab.cli.options import input_path, output_dir, output_file
 from difflab.errors import CheckpointError
 from difflab.io.samples import save_samples
-from difflab.methods.dsno import (DEFAULT_MAX_WEIGHT, LOSSES, ODE_SAMPLERS, READOUTS, SPACINGS, bank_meta, dsno_sample,
-                                  generate_trajectories, load_dsno, noise_from_seeds, noise_seeds, train_dsno)
 from difflab.loading import load_any
+from difflab.methods.dsno import (DEFAULT_MAX_WEIGHT, LOSSES, ODE_SAMPLERS, READOUTS, SPACINGS, bank_meta,
+                                  generate_trajectories, train_dsno)
 from difflab.train.distributed import auto_device
 
 EXAMPLES = {
@@ -71,6 +74,9 @@ def register(sub) -> dict:
     p.add_argument("--out", required=True, type=output_file(".png", ".npz"), help="FILE.png (grid or scatter) or FILE.npz")
     p.add_argument("--trajectory", action="store_true", help="also write FILE-trajectory.png, the decoded trajectory")
     p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--batch", type=int, default=500, help="samples per network batch (the samples do not depend on it)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="(one evaluation per batch: nothing to show)")
     return {"dsno-data": cmd_dsno_data, "dsno-train": cmd_dsno_train, "dsno-sample": cmd_dsno_sample}
 
 
@@ -101,17 +107,20 @@ def cmd_dsno_train(args) -> int:
 
 
 def cmd_dsno_sample(args) -> int:
-    dsno, config, ckpt = load_dsno(args.checkpoint, use_ema=not args.no_ema)
-    shape = (ckpt.state.get("extra") or {}).get("data_shape")
-    if not shape:
-        raise CheckpointError(f"checkpoint {ckpt.path} records no data shape; expected one written by dsno-train")
-    x_T = noise_from_seeds(noise_seeds(args.seed, 0, args.n), shape)
-    r = dsno_sample(dsno, x_T, return_trajectory=args.trajectory)
+    from difflab.compose import build_stack, checkpoint_kind, stack_generate
+
+    if checkpoint_kind(args.checkpoint) != "dsno":
+        raise CheckpointError(f"{args.checkpoint} is a {checkpoint_kind(args.checkpoint)} checkpoint; expected a "
+                              f"DSNO operator (dsno-train)")
+    device = auto_device(args.device)
+    stack = build_stack(args.checkpoint, device=device, use_ema=not args.no_ema)
+    res = stack_generate(stack, n=args.n, seed=args.seed, batch=args.batch, device=device, trajectory=args.trajectory)
+    r = SimpleNamespace(x=res["x"], trajectory=res["trajectory"], times=stack.dsno.times.to(torch.float64).cpu())
     written = save_samples(r.x, Path(args.out))
     if r.trajectory is not None:
         strip = Path(args.out).with_suffix("").as_posix() + "-trajectory.png"
         if r.trajectory.dim() == 5:
-            written.append(viz.save_trajectory_strip(r.trajectory[:, :16], strip, num_frames=r.trajectory.shape[0],
+            written.append(viz.save_trajectory_strip(r.trajectory, strip, num_frames=r.trajectory.shape[0],
                                                      scale=viz.auto_scale(r.trajectory.shape[-1])))
         else:
             panels = {f"t = {float(t):.3f}": r.trajectory[m, :, :2] for m, t in enumerate(r.times)}

@@ -108,7 +108,6 @@ def cmd_nll(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import numpy as np
     import torch
 
     from difflab.errors import DataError
@@ -118,13 +117,11 @@ def cmd_eval(args) -> int:
     if src.suffix == ".npz":
         if not args.data:
             raise DataError(f"{src}: pass --data NAME (e.g. mnist, toy:ring8) to say what the samples should match")
-        arr = np.load(src)
-        if "samples" in arr:
-            x = torch.from_numpy(arr["samples"]).float()
-        elif "images_uint8" in arr:
-            x = torch.from_numpy(arr["images_uint8"]).float() / 127.5 - 1
-        else:
-            raise DataError(f"{src}: expected an array 'samples' (float in [-1,1]) or 'images_uint8'; found {list(arr)}")
+        from difflab.io.samples import load_sample_arrays
+
+        key, a = load_sample_arrays(src, ("samples", "images_uint8"))
+        x = torch.from_numpy(a).float()
+        x = x / 127.5 - 1 if key == "images_uint8" else x
         data, info = args.data, {"source": str(src)}
         m = evaluate_samples(x, data, data_dir=args.data_dir, seed=args.seed, n_boot=args.n_boot)
     else:

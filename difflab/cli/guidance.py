@@ -19,9 +19,9 @@ from difflab.cli.options import input_path, output_dir, output_file
 from difflab.data import load_dataset
 from difflab.errors import DataError, DifflabError
 from difflab.io.samples import save_samples
-from difflab.methods.guidance import (Discriminator, NoisyClassifier, generate_bank, guided_model, load_bank,
+from difflab.methods.guidance import (Discriminator, NoisyClassifier, generate_bank, load_bank,
                                       load_classifier, train_classifier, train_discriminator)
-from difflab.samplers.batched import generate
+from difflab.samplers import SAMPLERS
 from difflab.loading import load_any
 from difflab.train.distributed import auto_device
 
@@ -70,7 +70,7 @@ def register(sub) -> dict:
     p.add_argument("checkpoint", help="the diffusion model: run dir, checkpoint dir or .safetensors")
     p.add_argument("--out", required=True, type=output_dir, help="bank directory")
     p.add_argument("--n", type=int, required=True, help="number of samples")
-    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch", type=int, default=None, help="samples per sampler call (default: a shard)")
@@ -99,7 +99,7 @@ def register(sub) -> dict:
     p.add_argument("--cg", default=None, help="noisy classifier run dir (classifier guidance)")
     p.add_argument("--cg-weight", type=float, default=1.0)
     p.add_argument("--label", type=int, default=None, help="class of every sample (classifier guidance target)")
-    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -128,8 +128,11 @@ def _real_data(lm, data_dir):
 
 
 def cmd_bank(args) -> int:
+    from difflab.compose import check_label
+
     device = auto_device(args.device)
     model, lm, shape, num_classes = _model(args.checkpoint, device)
+    check_label(num_classes, args.label)
     opts = {"eta": args.eta} if args.eta is not None else {}
     out = generate_bank(model, args.sampler, args.steps, args.n, args.out, shard_size=args.shard_size, seed=args.seed,
                         shape=shape, num_classes=num_classes, label=args.label, batch_size=args.batch, device=device,
@@ -186,14 +189,18 @@ def cmd_cg_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from difflab.compose import build_stack, check_label, stack_generate
+
     if args.disc is None and args.cg is None:
         raise DifflabError("dg-sample needs --disc (discriminator guidance) and/or --cg (classifier guidance)")
     device = auto_device(args.device)
-    model, lm, shape, num_classes = _model(args.checkpoint, device)
-    guided = guided_model(model, disc=args.disc, weight=args.weight, t_window=args.t_window, max_norm=args.max_norm,
-                          cg=args.cg, cg_weight=args.cg_weight, label=args.label, device=device)
-    res = generate(guided, shape, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed, clip=args.clip,
-                   label=args.label, batch=args.batch, device=device, progress=not args.no_progress)
+    stack = build_stack(args.checkpoint, dg=args.disc, dg_weight=args.weight, dg_window=tuple(args.t_window),
+                        dg_max_norm=args.max_norm, cg=args.cg, cg_scale=args.cg_weight, label=args.label,
+                        device=device)
+    check_label(stack.num_classes, args.label, guided=args.cg is not None)
+    res = stack_generate(stack, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed, clip=args.clip,
+                         label=args.label if stack.num_classes is not None else None, batch=args.batch,
+                         device=device, progress=not args.no_progress)
     written = save_samples(res["x"], Path(args.out))
     print(f"{args.n} guided samples, {args.sampler}, {res['nfe']} network evaluations per batch -> "
           f"{', '.join(map(str, written))}")

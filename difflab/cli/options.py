@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import tempfile
 from pathlib import Path
 
@@ -68,24 +67,15 @@ RULES = {
     **dict.fromkeys(("t0", "t_min"), unit_float),
 }
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-
-
 def device_name(text: str) -> str:
     """``--device``: auto, cpu, cuda, cuda:N or mps, and only one this machine has."""
-    import torch
+    from difflab.errors import ConfigError
+    from difflab.train.distributed import check_device
 
-    if not _DEVICE.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r}; expected auto, cpu, cuda, cuda:N or mps")
-    if text.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r}: torch sees no CUDA GPU on this machine; expected auto or cpu")
-        if ":" in text and int(text.split(":")[1]) >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
-                                             f"expected cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-    if text == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise argparse.ArgumentTypeError(f"{text!r}: torch sees no Apple GPU (MPS) here; expected auto or cpu")
-    return text
+    try:
+        return check_device(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("device ")) from None
 
 
 def _writable_dir(d: Path, what: str) -> None:

@@ -10,11 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
+from difflab.cli.common import add_stack_args, stack_from_args
 from difflab.cli.options import input_path, output_dir, output_file
-from difflab.errors import CheckpointError
-from difflab.samplers.batched import generate
 from difflab.io.samples import save_samples
-from difflab.loading import load_any
+from difflab.samplers.batched import generate
 from difflab.train.distributed import auto_device
 
 EXAMPLES = {
@@ -54,17 +53,20 @@ def _add_sample(sub):
     p = sub.add_parser("sample", help="draw samples from a checkpoint", epilog=EXAMPLES["sample"],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a run dir, a checkpoint dir or a .safetensors file")
-    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
-    p.add_argument("--steps", type=int, default=50, help="grid intervals (NFE for 1-evaluation samplers)")
-    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS),
+                   help="default: the checkpoint's [sample] sampler (ddim when it records none)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="grid intervals (NFE for 1-evaluation samplers); default: the checkpoint's [sample] steps")
+    p.add_argument("--n", type=int, default=None, help="number of samples (default: the checkpoint's [sample] n)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM's η")
-    p.add_argument("--clip", action="store_true", help="clip x̂0 to [-1, 1] (images)")
-    p.add_argument("--grid", default="auto", choices=GRID_SPACINGS,
+    p.add_argument("--eta", type=float, default=None, help="DDIM's η (default: the checkpoint's [sample] eta)")
+    p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip x̂0 to [-1, 1] (images; default: the checkpoint's [sample] clip_denoised)")
+    p.add_argument("--grid", default=None, choices=GRID_SPACINGS,
                    help="time grid: trailing/respace (a discrete model's trained steps), uniform, quadratic, logsnr, "
-                        "karras (default: the sampler's own)")
-    p.add_argument("--label", type=int, default=None, help="class label for a class-conditional model")
-    p.add_argument("--batch", type=int, default=500, help="samples per network batch")
+                        "karras (default: the checkpoint's [sample] grid, else the sampler's own)")
+    p.add_argument("--label", type=int, default=None, help="class label for a class-conditional model (CG's target)")
+    p.add_argument("--batch", type=int, default=500, help="samples per network batch (the samples do not depend on it)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -77,6 +79,7 @@ def _add_sample(sub):
     p.add_argument("--t0", type=float, default=0.5, help="with --init: the noise level to start from (0 returns the input)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--flags", default=None, help="for improved-diffusion:MODEL.pt, their model/diffusion flags")
+    add_stack_args(p)
 
 
 def cmd_train(args) -> int:
@@ -105,30 +108,49 @@ def _grid_sample_fn(cfg):
     return fn
 
 
+SAMPLE_FALLBACKS = {"sampler": "ddim", "steps": 50, "n": 64, "eta": 0.0, "clip_denoised": False, "grid": "auto"}
+
+
+def sample_settings(args, stack) -> dict:
+    """sampler, steps, n, eta, clip, grid: the user's option, else the checkpoint's ``[sample]`` table
+    (its clip default only for images: 2-D data has no [-1, 1] range), else SAMPLE_FALLBACKS."""
+    d = {**SAMPLE_FALLBACKS, **{k: v for k, v in stack.defaults.items() if k in SAMPLE_FALLBACKS}}
+    if not stack.is_image:
+        d["clip_denoised"] = False
+    given = {"sampler": args.sampler, "steps": args.steps, "n": args.n, "eta": args.eta, "clip_denoised": args.clip,
+             "grid": args.grid}
+    return {k: (given[k] if given[k] is not None else d[k]) for k in SAMPLE_FALLBACKS}
+
+
 def cmd_sample(args) -> int:
     from difflab import viz
+    from difflab.compose import check_label, stack_generate
 
     device = auto_device(args.device)
-    loaded = load_any(args.checkpoint, flags=args.flags, use_ema=not args.no_ema, device=device,
-                      overrides=args.overrides)
-    model, shape = loaded.model, loaded.data_shape
-    if args.init:
-        x, nfe = _sdedit_from(args, model, loaded, device), args.steps
-        traj = None
+    stack = stack_from_args(args, device)
+    check_label(stack.num_classes, args.label, guided=args.cg is not None)
+    st = sample_settings(args, stack)
+    if stack.dsno is not None:
+        res = stack_generate(stack, n=st["n"], seed=args.seed, batch=args.batch, device=device,
+                             trajectory=args.trajectory)
+        x, traj, nfe, what = res["x"], res["trajectory"], 1, "DSNO"
+    elif args.init:
+        x, nfe, traj, what = _sdedit_from(args, stack.model, stack.loaded, device, st), st["steps"], None, st["sampler"]
     else:
-        res = generate(model, shape, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed, eta=args.eta,
-                       clip=args.clip, label=args.label, batch=args.batch, device=device,
-                       progress=not args.no_progress, trajectory=args.trajectory, spacing=args.grid)
-        x, traj, nfe = res["x"], res["trajectory"], res["nfe"]
+        res = stack_generate(stack, sampler=st["sampler"], steps=st["steps"], n=st["n"], seed=args.seed, eta=st["eta"],
+                             clip=st["clip_denoised"], label=args.label, batch=args.batch, device=device,
+                             progress=not args.no_progress, trajectory=args.trajectory, spacing=st["grid"])
+        x, traj, nfe, what = res["x"], res["trajectory"], res["nfe"], st["sampler"]
     written = save_samples(x, Path(args.out), npz=args.npz)
     if traj is not None and traj.dim() == 5:
         written.append(viz.save_trajectory_strip(traj, Path(args.out).with_suffix("").as_posix() + "-trajectory.png",
-                                                 scale=viz.auto_scale(traj.shape[-1])))
-    print(f"{args.n} samples, {args.sampler}, {nfe} network evaluations per batch -> {', '.join(map(str, written))}")
+                                                 num_frames=traj.shape[0], scale=viz.auto_scale(traj.shape[-1])))
+    print(f"{len(x)} samples of {' + '.join(stack.parts)}, {what}, {nfe} network evaluations per sample -> "
+          f"{', '.join(map(str, written))}")
     return 0
 
 
-def _sdedit_from(args, model, loaded, device):
+def _sdedit_from(args, model, loaded, device, st):
     """The images of --init (first --n), noised to --t0 and denoised with --sampler."""
     import torch
 
@@ -136,21 +158,21 @@ def _sdedit_from(args, model, loaded, device):
 
     init = Path(args.init)
     if init.suffix == ".npz":
-        import numpy as np
+        from difflab.io.samples import load_sample_arrays
 
-        arr = np.load(init)
-        key = "images_uint8" if "images_uint8" in arr else "samples"
-        if key not in arr:
-            raise CheckpointError(f"{init}: expected an array 'samples' or 'images_uint8', found {list(arr)}")
-        x = torch.from_numpy(arr[key][: args.n]).float()
+        key, a = load_sample_arrays(init)
+        x = torch.from_numpy(a[: st["n"]]).float()
         x = x / 127.5 - 1 if key == "images_uint8" else x
     else:
         from difflab.data import load_dataset
 
-        x = load_dataset(f"folder:{init}", image_size=loaded.image_size).x[: args.n]
+        x = load_dataset(f"folder:{init}", image_size=loaded.image_size).x[: st["n"]]
     g = torch.Generator(device).manual_seed(args.seed)
-    return sdedit(model, x.to(device), args.t0, sampler=args.sampler, steps=args.steps, generator=g,
-                  spacing=args.grid).cpu()
+    if tuple(x.shape[1:]) != tuple(loaded.data_shape):
+        raise ValueError(f"--init {init}: images of shape {tuple(x.shape[1:])}, the model makes "
+                         f"{tuple(loaded.data_shape)}; expected inputs of the model's shape")
+    return sdedit(model, x.to(device), args.t0, sampler=st["sampler"], steps=st["steps"], generator=g,
+                  spacing=st["grid"]).cpu()
 
 
 def cmd_info(args) -> int:
@@ -160,6 +182,7 @@ def cmd_info(args) -> int:
     n_params = sum(v.numel() for v in ckpt.model_state.values())
     info = {"path": str(ckpt.path), "kind": ckpt.kind, "step": ckpt.step, "parameters": n_params,
             "has_ema": ckpt.ema_state is not None, "extra": (ckpt.state or {}).get("extra"),
+            "sample_defaults": (ckpt.config or {}).get("sample"),
             "config": ckpt.config}
     print(json.dumps(info, indent=2, default=str))
     return 0

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from difflab.cli.options import output_dir, output_file
 from difflab import viz
-from difflab.cli.common import parse_ints
-from difflab.methods.time_predictor import (TP_TRAIN_DEFAULTS, accuracy_table, compare_samples, drift_table,
-                                            tp_report, train_time_predictor)
+from difflab.cli.common import float_pair, parse_ints
+from difflab.cli.options import output_dir, output_file
+from difflab.methods.time_predictor import (TP_TRAIN_DEFAULTS, accuracy_table, drift_table, tp_report,
+                                            train_time_predictor)
 from difflab.samplers import SAMPLERS
+from difflab.train.distributed import auto_device
 
 EXAMPLES = {
     "tp-train": """examples:
@@ -22,21 +23,14 @@ EXAMPLES = {
   difflab tp-train runs/mnist --out runs/mnist-tp --set tp.parameterization=log_snr
   difflab tp-train runs/cifar --out runs/cifar-tp --set tp.net=efficientnet_v2_s --set tp.weights_path=effv2s.pth""",
     "tp-report": """examples:
-  difflab tp-report runs/toy-tp --out runs/toy-tp/report
-  difflab tp-report runs/digits-tp --out reports/digits-tp --drift-steps 5,10,20 --drift-sampler ddim
-  difflab tp-report runs/mnist-tp --ckpt runs/mnist --out reports/mnist-tp --no-drift""",
+  difflab tp-report runs/toy --tp runs/toy-tp --out runs/toy-tp/report
+  difflab tp-report runs/digits --tp runs/digits-tp --out reports/digits-tp --drift-steps 5,10,20 --drift-sampler ddim
+  difflab tp-report mnist-ddpm --tp mnist-tp --out reports/mnist-tp --no-drift""",
     "tp-sample": """examples:
-  difflab tp-sample runs/toy-tp --sampler euler_maruyama --steps 10 --n 2000 --out tp-toy.png
-  difflab tp-sample runs/digits-tp --sampler ddim --steps 10 --n 64 --coefficients --out tp-digits.png""",
+  difflab tp-sample runs/toy --tp runs/toy-tp --sampler euler_maruyama --steps 10 --n 2000 --out tp-toy.png
+  difflab tp-sample mnist-ddpm --tp mnist-tp --sampler ddim --steps 10 --n 64 --coefficients --out tp-mnist.png
+  (TP with any other method: difflab sample mnist-ddpm --tp mnist-tp --dg mnist-dg --sampler dpmpp_2m ...)""",
 }
-
-
-def _clamp(text: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected LO,HI, e.g. 0.001,1") from None
-    return lo, hi
 
 
 def register(sub) -> dict:
@@ -56,9 +50,9 @@ def register(sub) -> dict:
 
     p = sub.add_parser("tp-report", help="per-t accuracy of a time predictor, and the drift of few-step samplers",
                        epilog=EXAMPLES["tp-report"], formatter_class=fmt)
-    p.add_argument("checkpoint", help="the time-predictor run or checkpoint")
+    p.add_argument("checkpoint", help="the diffusion model (run, checkpoint or zoo name) whose sampler drift is measured")
+    p.add_argument("--tp", required=True, metavar="RUN", help="the time-predictor run, checkpoint or zoo name")
     p.add_argument("--out", required=True, type=output_dir, help="directory for report.md, accuracy.{json,png}, drift.{json,png}")
-    p.add_argument("--ckpt", default=None, help="the diffusion checkpoint (default: the one g was trained for)")
     p.add_argument("--n", type=int, default=4000, help="(t, x_t) pairs for the accuracy table")
     p.add_argument("--bins", type=int, default=10)
     p.add_argument("--drift-steps", default="5,10,20,50,1000", help="comma-separated step counts T")
@@ -70,16 +64,20 @@ def register(sub) -> dict:
 
     p = sub.add_parser("tp-sample", help="sample a diffusion checkpoint with time-predictor sampling",
                        epilog=EXAMPLES["tp-sample"], formatter_class=fmt)
-    p.add_argument("checkpoint", help="the time-predictor run or checkpoint")
-    p.add_argument("--ckpt", default=None, help="the diffusion checkpoint (default: the one g was trained for)")
+    p.add_argument("checkpoint", help="the diffusion model (run, checkpoint or zoo name)")
+    p.add_argument("--tp", required=True, metavar="RUN", help="the time-predictor run, checkpoint or zoo name")
     p.add_argument("--sampler", default="euler_maruyama", choices=sorted(SAMPLERS))
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--coefficients", action="store_true", help="also take the sampler's α, σ, β at g(x) (Algorithm 3)")
-    p.add_argument("--clamp", type=_clamp, default=None, metavar="LO,HI", help="bounds on g(x)")
+    p.add_argument("--clamp", type=float_pair, default=None, metavar="LO,HI", help="bounds on g(x)")
     p.add_argument("--no-compare", action="store_true", help="skip the original sampler's samples")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip x̂0 to [-1, 1] (default: on for images)")
+    p.add_argument("--batch", type=int, default=500, help="samples per network batch (the samples do not depend on it)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, type=output_file(".png", ".npz"), help="FILE.png (FILE-tp.png and FILE-original.png for images) + FILE.npz")
     return {"tp-train": cmd_tp_train, "tp-report": cmd_tp_report, "tp-sample": cmd_tp_sample}
 
@@ -121,7 +119,7 @@ def write_report(rep: dict, out: str | Path) -> Path:
 
 
 def cmd_tp_report(args) -> int:
-    rep = tp_report(args.checkpoint, diffusion_ckpt=args.ckpt, n=args.n, bins=args.bins,
+    rep = tp_report(args.tp, diffusion_ckpt=args.checkpoint, n=args.n, bins=args.bins,
                     drift_steps=parse_ints(args.drift_steps, "--drift-steps"), drift_sampler=args.drift_sampler,
                     drift_n=args.drift_n, drift=not args.no_drift, data_dir=args.data_dir, seed=args.seed)
     print(f"report: {write_report(rep, args.out)}")
@@ -129,9 +127,17 @@ def cmd_tp_report(args) -> int:
 
 
 def cmd_tp_sample(args) -> int:
-    xs = compare_samples(args.checkpoint, diffusion_ckpt=args.ckpt, sampler=args.sampler, steps=args.steps, n=args.n,
-                         seed=args.seed, use_in_coefficients=args.coefficients, clamp=args.clamp,
-                         compare=not args.no_compare, device=args.device)
+    from difflab.compose import build_stack, stack_generate
+
+    device = auto_device(args.device)
+    stacks = {"tp": build_stack(args.checkpoint, tp=args.tp, tp_coefficients=args.coefficients, tp_clamp=args.clamp,
+                                device=device)}
+    if not args.no_compare:
+        stacks["original"] = build_stack(args.checkpoint, device=device)
+    clip = stacks["tp"].is_image if args.clip is None else args.clip
+    xs = {k: stack_generate(st, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed, clip=clip,
+                            batch=args.batch, device=device, progress=not args.no_progress)["x"]
+          for k, st in stacks.items()}
     out = Path(args.out)
     written = []
     if next(iter(xs.values())).dim() == 4:  # images: one grid per variant
@@ -142,6 +148,9 @@ def cmd_tp_sample(args) -> int:
                                         out.with_suffix(".png")))
     npz = out.with_suffix(".npz")
     npz.parent.mkdir(parents=True, exist_ok=True)
+    for k, x in xs.items():
+        if not bool(x.isfinite().all()):
+            raise ValueError(f"non-finite values in the {k} samples; nothing written to {npz}")
     np.savez_compressed(npz, **{k: x.numpy() for k, x in xs.items()})
     written.append(npz)
     print(f"{args.n} samples, TP {args.sampler} T={args.steps} -> {', '.join(map(str, written))}")

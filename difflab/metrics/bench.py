@@ -304,15 +304,17 @@ def row_name(sampler: str, opts: dict) -> str:
 
 
 def generate_one_step(fn, data_shape, n: int, seed: int = 0, batch: int = 500, device="cpu") -> dict:
-    """n samples of a one-evaluation sampler ``fn(x_T) -> x`` from seeded standard-normal x_T."""
+    """n samples of a one-evaluation sampler ``fn(x_T) -> x`` from the per-sample x_T of
+    :func:`difflab.samplers.generate` (so sample i starts from the same noise as every other row's)."""
     import time
 
-    g = torch.Generator(device).manual_seed(seed)
+    from difflab.samplers.noise import PerSampleNoise, sample_seeds
+
     xs, t0 = [], time.perf_counter()
     with torch.no_grad():
         for i in range(0, n, batch):
-            x_T = torch.randn((min(batch, n - i), *data_shape), generator=g, device=device)
-            xs.append(fn(x_T).cpu())
+            b = min(batch, n - i)
+            xs.append(fn(PerSampleNoise(sample_seeds(seed, i, b), device).randn((b, *data_shape))).cpu())
     return {"x": torch.cat(xs), "nfe": 1, "seconds": time.perf_counter() - t0}
 
 

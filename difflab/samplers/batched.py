@@ -13,9 +13,10 @@ from difflab.samplers.registry import SPECS, get_spec
 
 def generate(model, data_shape, *, sampler: str = "ddim", steps: int = 50, n: int = 64, seed: int = 0,
              eta: float = 0.0, clip: bool = False, label=None, batch: int = 500, device="cpu", progress: bool = False,
-             trajectory: bool = False, **options) -> dict:
+             trajectory: bool = False, sample_fn=None, **options) -> dict:
     """(n, *data_shape) samples from ``model``.
 
+    ``sample_fn`` replaces :func:`difflab.samplers.sample` (same signature; e.g. a method's own front door).
     Returns dict(x (n, ...) on CPU, trajectory (S, ≤16, ...) of the first batch or None, nfe per sample,
     seconds, seconds_per_sample). Sample i depends on (seed, i) only, not on ``batch``.
     """
@@ -39,7 +40,7 @@ def generate(model, data_shape, *, sampler: str = "ddim", steps: int = 50, n: in
         b = min(batch, n - done)
         y = None if label is None else torch.full((b,), int(label), dtype=torch.long, device=device)
         noise = PerSampleNoise(sample_seeds(seed, done, b), device)
-        r = sample(model, (b, *data_shape), sampler=sampler, steps=steps, x=noise.randn((b, *data_shape)),
+        r = (sample_fn or sample)(model, (b, *data_shape), sampler=sampler, steps=steps, x=noise.randn((b, *data_shape)),
                    noise_sampler=noise, device=device, y=y, return_trajectory=trajectory and done == 0,
                    progress=progress, **opts)
         xs.append(r.x.cpu())

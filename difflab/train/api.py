@@ -6,6 +6,7 @@ their model with :func:`load_model`, which rebuilds it from the config stored in
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 import warnings
@@ -21,6 +22,8 @@ from difflab.config import Config, apply_overrides, dotted_keys, load_config, sa
 from difflab.errors import CheckpointError, ConfigError
 from difflab.models import DiffusionModel
 from difflab.train.checkpoint import Checkpoint, check_state_dict_compatible, latest_checkpoint, load_checkpoint
+from difflab.train.distributed import check_device
+from difflab.train.lock import RunLock
 from difflab.train.loop import Trainer
 
 CONFIG_FILE = "config.toml"
@@ -73,10 +76,20 @@ def train(cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False, data
     differs in anything but train.steps); ``sample_fn(ema_model, step, run_dir)`` runs every
     ``train.sample_every`` steps and at the end.
     """
-    from difflab.data import ArrayDataset, load_dataset  # data sits at the edge; imported when training
-
     cfg = cfg.validate()
     run_dir = Path(run_dir)
+    check_device(cfg.train.device)
+    if resume and not run_dir.is_dir():
+        raise ConfigError(f"cannot resume {run_dir}: no such run directory; drop --resume to start a new run")
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    lock = RunLock(run_dir)
+    with lock if main_rank else contextlib.nullcontext():  # one writer: checked before anything is read or written
+        return _train_locked(cfg, run_dir, resume, data_dir, progress, sample_fn, lock)
+
+
+def _train_locked(cfg, run_dir, resume, data_dir, progress, sample_fn, lock):
+    from difflab.data import ArrayDataset, load_dataset  # data sits at the edge; imported when training
+
     if resume:
         check_resume_config(cfg, run_dir)
     elif latest_checkpoint(run_dir) is not None:
@@ -100,10 +113,19 @@ def train(cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False, data
     objective = build.build_objective(cfg, process)
     trainer = Trainer(model, objective, ds, cfg.train, run_dir, cfg.to_dict(), kind="diffusion", sample_fn=sample_fn,
                       progress=progress, resume=resume,
-                      extra={"data_shape": list(ds.shape), "num_classes": num_classes, "dataset": ds.name})
+                      extra={"data_shape": list(ds.shape), "num_classes": num_classes, "dataset": ds.name},
+                      lock=lock)
     if trainer.ctx.is_main:
+        newest = latest_checkpoint(run_dir) if resume else None
+        step = int(newest.name.split("-")[-1]) if newest is not None and newest.name.split("-")[-1].isdigit() else 0
+        if step > cfg.train.steps:
+            raise ConfigError(f"train.steps = {cfg.train.steps} is below step {step} of {newest}, the run's newest "
+                              f"checkpoint; expected train.steps >= {step} to resume")
         save_config(cfg, run_dir / CONFIG_FILE)
     return trainer.fit()
+
+
+
 
 
 def init_weights(model: nn.Module, reference: str) -> None:

@@ -9,6 +9,7 @@ caller already initialised (tests, notebooks) is used as it is.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from difflab.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,30 @@ def init_distributed(device: str = "auto") -> DistContext:
     return DistContext(rank, world_size, local_rank)
 
 
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is auto, cpu, cuda, cuda:N or mps and this machine has it, else a one-line
+    ConfigError saying what is accepted here."""
+    name = str(name)
+    if not _DEVICE.match(name):
+        raise ConfigError(f"device {name!r}; expected auto, cpu, cuda, cuda:N or mps")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: torch sees no CUDA GPU on this machine; expected auto or cpu")
+        k = torch.cuda.device_count()
+        if ":" in name and int(name.split(":")[1]) >= k:
+            raise ConfigError(f"device {name!r}: this machine has {k} CUDA GPU(s); expected cuda:0 .. cuda:{k - 1}")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {name!r}: torch sees no Apple GPU (MPS) here; expected auto or cpu")
+    return name
+
+
 def auto_device(name: str) -> str:
-    """A CLI's --device: 'auto' is the GPU when there is one, else the CPU; anything else as given."""
+    """A CLI's --device: 'auto' is the GPU when there is one, else the CPU; anything else is checked
+    (:func:`check_device`) and returned as given."""
+    check_device(name)
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 

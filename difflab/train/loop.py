@@ -38,6 +38,7 @@ from difflab.train.checkpoint import (Checkpoint, capture_rng_state, check_state
 from difflab.train.distributed import (all_gather_cat, all_gather_object, all_reduce_sum, barrier, init_distributed,
                                        resolve_device, wrap_ddp)
 from difflab.train.ema import EMA
+from difflab.train.lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +154,14 @@ class Trainer:
         extra: JSON-like values stored in every checkpoint's ``extra`` (e.g. the data shape).
         tensorboard: also log to ``run_dir/tb`` when TensorBoard is installed.
         find_unused_parameters: passed to DistributedDataParallel.
+        lock: the run directory's :class:`RunLock` when the caller already holds it (else one is made).
     """
 
     def __init__(self, module: nn.Module, objective, dataset, tcfg: TrainConfig, run_dir: str | os.PathLike,
                  config_dict: Mapping[str, Any], *, kind: str | None = None,
                  sample_fn: Callable[[nn.Module, int, Path], Any] | None = None, progress: bool = True,
                  resume: bool = False, extra: Mapping[str, Any] | None = None, tensorboard: bool = True,
-                 find_unused_parameters: bool = False):
+                 find_unused_parameters: bool = False, lock: RunLock | None = None):
         self.tcfg = tcfg
         self.objective = objective
         self.dataset = dataset
@@ -204,6 +206,9 @@ class Trainer:
         self._initial_state: dict | None = None
         self._saved_step: int | None = None
         self._checkpoint: Path | None = None
+        self.lock = lock if lock is not None else RunLock(self.run_dir)
+        if resume and not self.run_dir.is_dir():
+            raise ConfigError(f"cannot resume {self.run_dir}: no such run directory; drop --resume to start a new run")
 
     # ------------------------------------------------------------------ one step
 
@@ -404,6 +409,9 @@ class Trainer:
         """Resume from the newest checkpoint, or seed a fresh run. Returns whether it resumed."""
         if self.resume and latest_checkpoint(self.run_dir) is not None:
             ckpt = load_checkpoint(self.run_dir, expect_kind=self.kind)
+            if ckpt.step > self.tcfg.steps:
+                raise ConfigError(f"train.steps = {self.tcfg.steps} is below step {ckpt.step} of {ckpt.path}, the run's "
+                                  f"newest checkpoint; expected train.steps >= {ckpt.step} to resume")
             self._load_checkpoint(ckpt)
             self._saved_step, self._checkpoint = self.step, ckpt.path
             return True
@@ -411,7 +419,21 @@ class Trainer:
         return False
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``tcfg.steps``. Returns dict(final_step, last_loss, checkpoint)."""
+        """Train to ``tcfg.steps``, holding the run directory's lock (a second writer is refused).
+        Returns dict(final_step, last_loss, checkpoint). On Ctrl-C, says how many steps since the
+        last checkpoint are lost, and re-raises."""
+        with self.lock if self.ctx.is_main else contextlib.nullcontext():
+            try:
+                return self._fit()
+            except KeyboardInterrupt as e:
+                if self.ctx.is_main:
+                    since = self._saved_step if self._saved_step is not None else 0
+                    where = f"checkpoint {self._checkpoint.name}" if self._checkpoint is not None else "no checkpoint yet"
+                    e.add_note(f"at step {self.step}: {self.step - since} step(s) since the last checkpoint are lost "
+                               f"({where}); --resume continues from there")
+                raise
+
+    def _fit(self) -> dict[str, Any]:
         tc = self.tcfg
         resumed = self._start()
         if tc.on_divergence == "rollback" and self._initial_state is None:

@@ -53,6 +53,8 @@ def train_dsno(teacher_ckpt: str | os.PathLike, data_dir: str | os.PathLike, run
     """`difflab dsno-train`: a DSNO initialised from the teacher checkpoint, trained on the bank in
     ``data_dir``; ``overrides`` are ``train.key=value`` settings of the [train] section. Writes
     ``run_dir/checkpoints/`` and ``run_dir/dsno.json`` (parameter overhead, final loss)."""
+    from difflab.loading import reference_of
+
     teacher, tcfg_full, ckpt = load_model(teacher_ckpt)
     data = TrajectoryDataset(data_dir)
     shape = tuple((ckpt.state.get("extra") or {}).get("data_shape") or teacher_data_shape(teacher) or ())
@@ -66,9 +68,9 @@ def train_dsno(teacher_ckpt: str | os.PathLike, data_dir: str | os.PathLike, run
     dsno = dsno_from_teacher(teacher, data.times, modes=modes, readout=readout)
     run_dir = Path(run_dir)
     _, res = fit_dsno(dsno, data, run_dir, tcfg, schedule=teacher.schedule, loss=loss, max_weight=max_weight,
-                      config={"teacher": tcfg_full.to_dict(), "teacher_checkpoint": str(ckpt.path),
+                      config={"teacher": tcfg_full.to_dict(), "teacher_checkpoint": reference_of(teacher_ckpt, ckpt.path),
                               "bank": str(data_dir)}, resume=resume, progress=progress)
-    write_json(run_dir / "dsno.json", {**res, "bank": str(data_dir), "teacher_checkpoint": str(ckpt.path)})
+    write_json(run_dir / "dsno.json", {**res, "bank": str(data_dir), "teacher_checkpoint": reference_of(teacher_ckpt, ckpt.path)})
     return res
 
 

@@ -6,7 +6,6 @@ import os
 import tomllib
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -17,7 +16,7 @@ from difflab.data import ArrayDataset, load_dataset
 from difflab.errors import CheckpointError, ConfigError
 from difflab.process.schedules import Schedule
 from difflab.train.api import load_model
-from difflab.loading import open_checkpoint
+from difflab.loading import open_checkpoint, reference_of
 from difflab.train.checkpoint import latest_checkpoint, load_weights
 from difflab.train.loop import Trainer
 
@@ -117,7 +116,7 @@ def train_time_predictor(diffusion_ckpt: str | os.PathLike, out: str | os.PathLi
         torch.manual_seed(tcfg.seed)
         predictor = build_time_predictor(ds.shape, schedule, tp_cfg)
     res = fit_time_predictor(predictor, ds.x, tcfg, out, diffusion_config=dcfg,
-                             diffusion_checkpoint=str(Path(dckpt.path).resolve()), progress=progress, resume=resume,
+                             diffusion_checkpoint=reference_of(diffusion_ckpt, dckpt.path), progress=progress, resume=resume,
                              extra={"dataset": ds.name})
     return {**res, "time_predictor": tp_cfg, "train": tcfg}
 
