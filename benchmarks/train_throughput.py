@@ -10,6 +10,7 @@ peak memory (CUDA max_memory_allocated per side; on CPU the peak RSS sampled whi
 runs, plus the process's ru_maxrss).
 
     python benchmarks/train_throughput.py                      # digits 8x8 U-Net, batch 128
+    python benchmarks/train_throughput.py --preset toy --batch 512 --steps 50   # the toy MLP (hidden 256, depth 3)
     python benchmarks/train_throughput.py --preset 28x28 --steps 5 --json out.json
     python benchmarks/train_throughput.py --preset 32x32 --amp bf16 --threads 0   # the CIFAR-10 GPU recipe's model
 """
@@ -35,7 +36,7 @@ from difflab.train import Trainer
 
 RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes")
 # 32x32: recipes/cifar10-ddpm-gpu.toml (the 35.7M-parameter U-Net of DDPM's CIFAR-10 model).
-PRESETS = {"8x8": "digits-ddpm", "28x28": "mnist-ddpm", "32x32": os.path.join(RECIPES, "cifar10-ddpm-gpu.toml")}
+PRESETS = {"toy": "toy-ddpm", "8x8": "digits-ddpm", "28x28": "mnist-ddpm", "32x32": os.path.join(RECIPES, "cifar10-ddpm-gpu.toml")}
 SHAPES = {"28x28": ("mnist", (1, 28, 28)), "32x32": ("cifar10", (3, 32, 32))}
 
 
@@ -78,7 +79,9 @@ def sync(device: torch.device) -> None:
 def dataset_for(preset: str, data_dir: str | None) -> ArrayDataset:
     """digits for 8x8; MNIST (28x28) or CIFAR-10 (32x32) when a data dir has it, else random images of that
     shape (throughput does not depend on the pixels)."""
-    if preset == "8x8":
+    if preset == "toy":
+        ds = load_dataset("toy:ring8", num_samples=20_000)
+    elif preset == "8x8":
         ds = load_dataset("digits")
     else:
         name, shape = SHAPES[preset]
@@ -212,7 +215,7 @@ def main(argv=None) -> dict:
     flops = count_flops(bare_model.net, ds.x[:2].to(device), diffusion.times.float().to(device)) if args.flops else None
     mem_kind = "CUDA max allocated" if device.type == "cuda" else "peak RSS while running"
     threads = torch.get_num_threads()
-    print(f"training throughput: U-Net {args.preset} ({params / 1e6:.2f}M params), {ds.name} x{ds.x.shape[0]}, "
+    print(f"training throughput: {type(model.net).__name__} {args.preset} ({params / 1e6:.2f}M params), {ds.name} x{ds.x.shape[0]}, "
           f"batch {args.batch}, amp {args.amp}, {device} ({threads} threads), "
           f"{args.repeats} interleaved repeats x {args.steps} steps")
     print(f"{'':18}{'images/s (median)':>19}{'range':>19}{'overhead':>10}{'peak mem':>11}")

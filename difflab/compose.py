@@ -34,6 +34,7 @@ class SamplingStack:
     defaults: dict = field(default_factory=dict)
     num_classes: int | None = None
     tp_coefficients: bool = False
+    data_name: str = ""  # a DSNO's teacher's data (a diffusion model's is ``loaded.data_name()``)
 
     @property
     def is_image(self) -> bool:
@@ -94,11 +95,12 @@ def build_stack(ref, *, tp=None, tp_coefficients: bool = False, tp_clamp=None, d
                               f"a diffusion model; guide or time-shift its teacher instead")
         from difflab.methods.dsno.training import load_dsno
 
-        dsno, _, ckpt = load_dsno(ref, use_ema=use_ema, map_location=device)
+        dsno, config, ckpt = load_dsno(ref, use_ema=use_ema, map_location=device)
         shape = tuple((ckpt.state.get("extra") or {}).get("data_shape") or ())
         if not shape:
             raise CheckpointError(f"checkpoint {ckpt.path} records no data shape; expected one written by dsno-train")
-        return SamplingStack(model=None, data_shape=shape, dsno=dsno, parts=(f"DSNO {ckpt.path}",))
+        data = ((config.get("teacher") or {}).get("data") or {}).get("name", "")
+        return SamplingStack(model=None, data_shape=shape, dsno=dsno, parts=(f"DSNO {ckpt.path}",), data_name=data)
     loaded = load_any(ref, flags=flags, use_ema=use_ema, device=device, overrides=overrides)
     model, shape, parts = loaded.model, tuple(loaded.data_shape), [loaded.describe()]
     if tp is not None:
@@ -143,7 +145,7 @@ def check_label(num_classes: int | None, label: int | None, *, guided: bool = Fa
 
 
 def stack_generate(stack: SamplingStack, *, sampler: str = "ddim", steps: int = 50, n: int = 64, seed: int = 0,
-                   batch: int = 500, device="cpu", progress: bool = False, trajectory: bool = False, **options) -> dict:
+                   batch: int | None = None, device="cpu", progress: bool = False, trajectory: bool = False, **options) -> dict:
     """(n, ...) samples of ``stack``: :func:`difflab.samplers.generate` over its model (TP with
     coefficients through its own samplers), or the DSNO operator's one evaluation per sample on the
     same per-sample noise. Same result dict as ``generate``."""
@@ -158,6 +160,7 @@ def stack_generate(stack: SamplingStack, *, sampler: str = "ddim", steps: int = 
     from difflab.methods.dsno.sampler import dsno_sample
     from difflab.samplers.noise import PerSampleNoise, sample_seeds
 
+    batch = batch or 64
     for name, v in (("n", n), ("batch", batch)):
         if v < 1:
             raise ValueError(f"{name} = {v!r}; expected a positive integer")

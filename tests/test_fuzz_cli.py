@@ -48,6 +48,9 @@ CASES = [
     ("sample toy-ddpm --device gpu --out " + OUT, "'gpu'; expected auto, cpu, cuda"),
     ("sample toy-ddpm --device cuda:1 --out " + OUT, "'cuda:1'"),
     ("sample toy-ddpm --device tpu --out " + OUT, "'tpu'"),
+    ("sample toy-ddpm --threads 0 --out " + OUT, "--threads: '0'"),
+    ("sample toy-ddpm --threads many --out " + OUT, "--threads: 'many'"),
+    ("bench toy-ddpm --threads -2 --out {tmp}/b", "--threads: '-2'"),
     # outputs checked before any work
     ("sample toy-ddpm --out {tmp}/x", "expected a file ending in .png or .npz"),
     ("sample toy-ddpm --out {tmp}/x.jpg", "expected a file ending in .png or .npz"),
@@ -233,6 +236,34 @@ def test_non_finite_samples_are_not_written(tmp_path):
     with pytest.raises(ValueError, match="1 non-finite values"):
         save_samples(x, tmp_path / "s.png", npz=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_thread_policy(monkeypatch):
+    """--threads auto: $DIFFLAB_THREADS when set, else the idle cores (at least 1, at most the cores)."""
+    from difflab.errors import ConfigError
+    from difflab.train.distributed import default_batch, resolve_threads
+
+    monkeypatch.setenv("DIFFLAB_THREADS", "3")
+    assert resolve_threads("auto") == 3 and resolve_threads(2) == 2
+    monkeypatch.delenv("DIFFLAB_THREADS")
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 5.0, 0, 0))
+    assert resolve_threads("auto") == 1  # a machine busier than its cores gets one thread
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0, 0))
+    assert resolve_threads(None) == cores
+    with pytest.raises(ConfigError, match="threads = 0"):
+        resolve_threads(0)
+    assert default_batch("cpu") == 64 and default_batch("cuda:0") == 500
+
+
+def test_auto_batch_follows_the_cost_table():
+    """No --batch: 256 for the small networks (toy MLP, digits U-Net), 64 for the MNIST U-Net, on a CPU."""
+    from difflab.loading import load_any
+    from difflab.samplers.batched import auto_batch
+
+    assert [auto_batch(load_any(z).model, load_any(z).data_shape) for z in ("toy-ddpm", "digits-ddpm", "mnist-ddpm")] \
+        == [256, 256, 64]
+    assert auto_batch(load_any("mnist-ddpm").model, (1, 28, 28), device="cuda") == 500
 
 
 # ---------------------------------------------------------------------------------------------- seeds

@@ -5,8 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from difflab.cli.common import add_external_args, add_stack_args, parse_ints
 from difflab.cli.options import output_dir, output_file
-from difflab.cli.common import add_external_args, parse_ints
 from difflab.loading import load_any
 from difflab.samplers import GRID_SPACINGS, SAMPLERS, SPECS
 from difflab.train.distributed import auto_device
@@ -40,6 +40,12 @@ def register(sub) -> dict:
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples of each FID interval (0: none)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, type=output_file(".json"), help="write the metrics JSON here (default: print it)")
+    p.add_argument("--clip", action="store_true", help="clip x̂0 to [-1, 1] (images)")
+    p.add_argument("--label", type=int, default=None, help="class of every sample (CG's target)")
+    p.add_argument("--batch", type=int, default=500, help="samples per network batch (the samples do not depend on it)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    add_stack_args(p)
     add_external_args(p, data=False)
     p = sub.add_parser("bench", help="every sampler x NFE side by side (+ diffusers peers): tables, JSON, plot",
                        epilog=BENCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,20 +132,29 @@ def cmd_eval(args) -> int:
         m = evaluate_samples(x, data, data_dir=args.data_dir, seed=args.seed, n_boot=args.n_boot)
     else:
         from difflab.metrics.bench import combine_seeds, default_n
-        from difflab.samplers import generate
 
-        device = auto_device("auto")
-        loaded = load_any(args.source, flags=getattr(args, "flags", None), device=device)
-        data = loaded.data_name(args.data)
-        n = args.n or default_n(data, SPECS[args.sampler].nfe(args.steps))
+        from difflab.compose import build_stack, check_label, stack_generate
+
+        device = auto_device(args.device)
+        stack = build_stack(args.source, tp=args.tp, tp_coefficients=args.tp_coefficients, tp_clamp=args.tp_clamp,
+                            dg=args.dg, dg_weight=args.dg_weight, dg_window=args.dg_window, cg=args.cg,
+                            cg_scale=args.cg_scale, label=args.label, device=device, flags=getattr(args, "flags", None))
+        check_label(stack.num_classes, args.label, guided=args.cg is not None)
+        loaded = stack.loaded
+        data = loaded.data_name(args.data) if loaded is not None else (args.data or stack.data_name)
+        if not data:
+            raise DataError(f"{args.source}: pass --data NAME to say what the samples should match")
+        n = args.n or default_n(data, 1 if stack.dsno is not None else SPECS[args.sampler].nfe(args.steps))
         per_seed, res = [], None
         for k in range(max(1, args.seeds)):
-            res = generate(loaded.model, loaded.data_shape, sampler=args.sampler, steps=args.steps, n=n,
-                           seed=args.seed + k, device=device, spacing=args.grid)
+            res = stack_generate(stack, sampler=args.sampler, steps=args.steps, n=n, seed=args.seed + k,
+                                 device=device, spacing=args.grid, clip=args.clip, batch=args.batch,
+                                 label=args.label if stack.num_classes is not None else None,
+                                 progress=not args.no_progress)
             per_seed.append(evaluate_samples(res["x"], data, data_dir=args.data_dir, seed=args.seed + k,
                                              n_boot=args.n_boot))
         x, m = res["x"], per_seed[0] if len(per_seed) == 1 else combine_seeds(per_seed)
-        info = {"source": loaded.describe(), "sampler": args.sampler, "steps": args.steps, "nfe": res["nfe"],
+        info = {"source": " + ".join(stack.parts), "sampler": "dsno" if stack.dsno is not None else args.sampler, "steps": args.steps, "nfe": res["nfe"],
                 "seed": args.seed, "seeds": len(per_seed), "seconds_per_sample": res["seconds_per_sample"]}
     result = {**info, "data": data, "n": len(x), **{k: v for k, v in m.items() if isinstance(v, (int, float, str))}}
     text = json.dumps(result, indent=2)

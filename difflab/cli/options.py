@@ -22,10 +22,26 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"difflab: error: {message} (see {self.prog} --help)\n")
 
 
+def threads_value(text: str) -> str:
+    if text != "auto":
+        positive_int(text)
+    return text
+
+
 def apply_rules(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Give every option of ``parser`` (argument groups included) named in :data:`RULES` that rule's
-    type check, every other float option the finite check, and ``--device`` the device check."""
+    type check, every other float option the finite check, and ``--device`` the device check; add
+    ``--threads`` to every command; a ``--batch`` that defaulted to a fixed number defaults to the
+    device's measured best (:data:`difflab.train.distributed.DEFAULT_BATCH`)."""
+    if not any(a.dest == "threads" for a in parser._actions):
+        parser.add_argument("--threads", default="auto", type=threads_value,
+                            help="torch intra-op threads: N, or auto (default: $DIFFLAB_THREADS, else the idle cores, "
+                                 "at least 1)")
     for action in parser._actions:  # groups add their options to the parser's own list
+        if action.dest == "batch" and action.default == 500:  # the old fixed default of the sampling commands
+            action.default = None
+            action.help = (action.help or "samples per network batch") + (" (default: the measured best, 256 for a small "
+                                                                           "network, 64 otherwise on a CPU; 500 on a GPU)")
         rule = RULES.get(action.dest)
         if rule is not None and action.type in (int, float):
             action.type = rule
