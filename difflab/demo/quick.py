@@ -88,6 +88,9 @@ def _mnist(out: Path, n: int) -> list[tuple[str, str, float]]:
     base = build_stack("mnist-ddpm")
     for s in MNIST_SAMPLERS:
         grid(f"mnist-ddpm, {s}, 10 NFE", base, f"mnist_{s}.png", sampler=s, steps=10, clip=True)
+    if "mnist-ddpm-ext" in shipped:
+        grid("mnist-ddpm-ext (the same network trained 2.6x longer), dpmpp_2m, 10 NFE", build_stack("mnist-ddpm-ext"),
+             "mnist_ext_dpmpp_2m.png", sampler="dpmpp_2m", steps=10, clip=True)
     if "mnist-tp" in shipped:
         grid("+ TP (mnist-tp), dpmpp_2m, 10 NFE — the shipped TP hurts (g reads E[t | x]; issue #21)", build_stack("mnist-ddpm", tp="mnist-tp"), "mnist_tp.png",
              sampler="dpmpp_2m", steps=10, clip=True)
