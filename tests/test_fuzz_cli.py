@@ -241,7 +241,7 @@ def test_non_finite_samples_are_not_written(tmp_path):
 def test_thread_policy(monkeypatch):
     """--threads auto: $DIFFLAB_THREADS when set, else the idle cores (at least 1, at most the cores)."""
     from difflab.errors import ConfigError
-    from difflab.train.distributed import default_batch, resolve_threads
+    from difflab.train.distributed import resolve_threads
 
     monkeypatch.setenv("DIFFLAB_THREADS", "3")
     assert resolve_threads("auto") == 3 and resolve_threads(2) == 2
@@ -253,7 +253,6 @@ def test_thread_policy(monkeypatch):
     assert resolve_threads(None) == cores
     with pytest.raises(ConfigError, match="threads = 0"):
         resolve_threads(0)
-    assert default_batch("cpu") == 64 and default_batch("cuda:0") == 500
 
 
 def test_auto_batch_follows_the_cost_table():

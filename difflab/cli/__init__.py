@@ -60,11 +60,9 @@ def main(argv=None) -> int:
             raise
         return int(e.code)
     try:
-        from difflab.train.distributed import auto_device, default_batch, set_threads
+        from difflab.train.distributed import set_threads
 
         set_threads(args.threads)
-        if getattr(args, "batch", 0) is None and args.command == "bench":  # others: generate's auto_batch
-            args.batch = default_batch(auto_device(getattr(args, "device", "auto")))
         return commands[args.command](args)
     except (DifflabError, ValueError, OSError) as e:
         if os.environ.get("DIFFLAB_TRACEBACK"):

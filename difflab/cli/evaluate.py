@@ -93,6 +93,7 @@ def register(sub) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, type=output_file(".json"), help="write the JSON (with every per-step term) here")
+    p.add_argument("--no-progress", action="store_true")
     add_external_args(p)
     return {"eval": cmd_eval, "bench": cmd_bench, "nll": cmd_nll}
 
@@ -105,7 +106,7 @@ def cmd_nll(args) -> int:
     data = load_dataset(loaded.data_name(args.data), args.data_dir or loaded.data_dir, split=args.split,
                         image_size=loaded.train_image_size, num_samples=args.n, seed=args.seed)
     res = test_split_nll(loaded.model, loaded.process(), data, method=args.method, batch=args.batch,
-                         seed=args.seed, progress=True)
+                         seed=args.seed, progress=not args.no_progress)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2))
     head = {k: v for k, v in res.items() if k != "terms"}
@@ -208,6 +209,10 @@ def cmd_bench(args) -> int:
     if args.grid != "auto":
         grid = [(*g[:2], {**(g[2] if len(g) > 2 else {}), "spacing": args.grid}) if SPECS[g[0]].evals_per_step else g
                 for g in grid]
+    if args.batch is None:  # the measured best for this network (benchmarks/cost.py), as generate() picks it
+        from difflab.samplers.batched import auto_batch
+
+        args.batch = auto_batch(model, loaded.data_shape, device)
     extra, one_step, peer_nfe = method_rows(model, args, device, grid)
     res = run_bench(model, loaded.data_name(args.data), loaded.data_shape, args.out, seeds=args.seeds,
                     n_boot=args.n_boot, grid=grid, n=args.n, seed=args.seed,

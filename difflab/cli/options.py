@@ -32,7 +32,7 @@ def apply_rules(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Give every option of ``parser`` (argument groups included) named in :data:`RULES` that rule's
     type check, every other float option the finite check, and ``--device`` the device check; add
     ``--threads`` to every command; a ``--batch`` that defaulted to a fixed number defaults to the
-    device's measured best (:data:`difflab.train.distributed.DEFAULT_BATCH`)."""
+    measured best (:func:`difflab.samplers.batched.auto_batch`)."""
     if not any(a.dest == "threads" for a in parser._actions):
         parser.add_argument("--threads", default="auto", type=threads_value,
                             help="torch intra-op threads: N, or auto (default: $DIFFLAB_THREADS, else the idle cores, "

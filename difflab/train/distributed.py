@@ -80,16 +80,6 @@ def check_device(name: str) -> str:
     return name
 
 
-# Samples per network batch when a command is not told (--batch): the best of benchmarks/cost.py's table on a
-# CPU (the 1.19M MNIST U-Net, DDIM at 5 NFE: 64 within 10% of the fastest, 500 slower and 1.7x the memory);
-# a GPU wants far larger batches.
-DEFAULT_BATCH = {"cpu": 64, "cuda": 500, "mps": 256}
-
-
-def default_batch(device: str) -> int:
-    return DEFAULT_BATCH.get(str(device).split(":")[0], 64)
-
-
 def resolve_threads(threads: str | int | None = "auto") -> int:
     """The intra-op thread count the policy gives: an integer as given; "auto" (or None) is $DIFFLAB_THREADS
     when set, else the cores this process may run on minus the ones other processes keep busy (the 1-minute
