@@ -127,6 +127,8 @@ CASES = [
     ("nll toy-ddpm --n 0", "--n: '0'"),
     ("nll toy-ddpm --batch 0", "--batch: '0'"),
     ("nll toy-ddpm --method nope", "invalid choice"),
+    ("nll toy-ddpm --device gpu", "'gpu'"),
+    ("nll toy-ddpm --out {tmp}/n.csv", "expected a file ending in .json"),
     # train
     ("train toy-ddpm --set train.steps=0 --out {tmp}/r", "train.steps"),
     ("train toy-ddpm --set train.device=gpu --out {tmp}/r", "device 'gpu'"),
@@ -374,3 +376,29 @@ def test_resume_asking_for_fewer_steps_is_refused_and_the_config_kept(tmp_path):
     with pytest.raises(ConfigError, match="train.steps = 2 is below step 6"):
         train(apply_overrides(cfg, ["train.steps=2"]), tmp_path, resume=True, progress=False)
     assert load_config(tmp_path / "config.toml").train.steps == 6
+
+
+def test_disk_full_during_a_checkpoint_is_one_line_and_the_earlier_checkpoint_survives(tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing the second checkpoint: exit 2 with one line naming the error, no traceback; the
+    first checkpoint still loads and a resume continues from it."""
+    import errno
+
+    from difflab.train import checkpoint as ck
+
+    args = ["train", "toy-ddpm", "--out", str(tmp_path / "r"), "--no-progress", "--set", "train.steps=20",
+            "--set", "train.ckpt_every=10", "--set", "model.hidden=16", "--set", "model.depth=1",
+            "--set", "data.num_samples=256", "--set", "train.batch_size=32", "--set", "train.device=cpu"]
+    real = ck._write
+
+    def full(path, data):  # the disk fills up while the step-20 checkpoint is being written
+        if "step-00000020" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(ck, "_write", full)
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("difflab: error: ") and "No space left" in lines[0], lines
+    monkeypatch.setattr(ck, "_write", real)
+    assert ck.load_checkpoint(tmp_path / "r").step == 10
+    assert main(args + ["--resume"]) == 0 and ck.load_checkpoint(tmp_path / "r").step == 20

@@ -94,6 +94,7 @@ def register(sub) -> dict:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, type=output_file(".json"), help="write the JSON (with every per-step term) here")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto")
     add_external_args(p)
     return {"eval": cmd_eval, "bench": cmd_bench, "nll": cmd_nll}
 
@@ -102,7 +103,7 @@ def cmd_nll(args) -> int:
     from difflab.data import load_dataset
     from difflab.metrics.likelihood import test_split_nll
 
-    loaded = load_any(args.checkpoint, flags=getattr(args, "flags", None))
+    loaded = load_any(args.checkpoint, flags=getattr(args, "flags", None), device=auto_device(args.device))
     data = load_dataset(loaded.data_name(args.data), args.data_dir or loaded.data_dir, split=args.split,
                         image_size=loaded.train_image_size, num_samples=args.n, seed=args.seed)
     res = test_split_nll(loaded.model, loaded.process(), data, method=args.method, batch=args.batch,

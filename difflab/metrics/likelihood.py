@@ -20,8 +20,10 @@ def test_split_nll(model, process, data, *, method: str = "vlb", batch: int = 12
                    progress: bool = False) -> dict:
     """NLL of ``data`` (an ArrayDataset) under ``model``. Returns dict with the mean and per-sample
     figures; for 'vlb' also the mean of each term (prior, decoder, KL per step)."""
-    g = torch.Generator().manual_seed(seed)
-    x_all = data.x
+    p = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    dev = p.device if p is not None else torch.device("cpu")  # the model's device: data and noise go there
+    g = torch.Generator(dev).manual_seed(seed)
+    x_all = data.x.to(dev)
     image = x_all.dim() == 4
     if method == "vlb":
         if not isinstance(process, GaussianDiffusion):
@@ -31,9 +33,9 @@ def test_split_nll(model, process, data, *, method: str = "vlb", batch: int = 12
         totals, terms, priors = [], [], []
         for i in range(0, len(x_all), batch):
             r = vlb_bpd(model, process, x_all[i:i + batch], generator=g, progress=progress)
-            totals.append(r["total"])
-            terms.append(r["terms"])
-            priors.append(r["prior"])
+            totals.append(r["total"].cpu())
+            terms.append(r["terms"].cpu())
+            priors.append(r["prior"].cpu())
         total, terms, prior = torch.cat(totals), torch.cat(terms), torch.cat(priors)
         mean_terms = terms.mean(0)
         return {"method": "vlb", "unit": "bits/dim", "bpd": float(total.mean()), "bpd_std_err":
@@ -52,9 +54,9 @@ def test_split_nll(model, process, data, *, method: str = "vlb", batch: int = 12
             xb = x_all[i:i + batch]
             if image:
                 k = torch.round((xb + 1) * 127.5)
-                vals.append(dequantized_bpd(nll, k, generator=g))
+                vals.append(dequantized_bpd(nll, k, generator=g).cpu())
             else:
-                vals.append(nll(xb) / xb[0].numel())
+                vals.append((nll(xb) / xb[0].numel()).cpu())
         v = torch.cat(vals)
         return {"method": "ode", "unit": "bits/dim (uniform dequantization)" if image else "nats/dim",
                 "bpd" if image else "nll_per_dim": float(v.mean()), "std_err": float(v.std() / math.sqrt(len(v))),
