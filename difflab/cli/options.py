@@ -76,7 +76,7 @@ unit_float = _checker("a number in [0, 1]", lambda v: 0 <= v <= 1, float)
 # One rule per option name, for every command that has the option.
 RULES = {
     **dict.fromkeys(("n", "steps", "batch", "batch_size", "shard_size", "bins", "drift_n", "M", "modes", "seeds",
-                     "max_real", "accumulate"), positive_int),
+                     "max_real"), positive_int),
     **dict.fromkeys(("seed", "n_boot", "label"), nonneg_int),
     **dict.fromkeys(("eta", "max_norm", "cg_weight", "cg_scale", "max_weight"), nonneg_float),
     **dict.fromkeys(("lr",), positive_float),

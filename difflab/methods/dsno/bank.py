@@ -18,6 +18,7 @@ import torch
 from difflab.errors import ConfigError, DataError
 from difflab.io import read_json, write_json
 from difflab.io.bank import MANIFEST, load_bank, sample_seeds, write_bank
+from difflab.samplers.noise import PerSampleNoise
 from difflab.samplers import SAMPLERS
 
 from .model import teacher_data_shape
@@ -40,8 +41,7 @@ noise_seeds = sample_seeds
 
 def noise_from_seeds(seeds: torch.Tensor, shape: Sequence[int], dtype=torch.float32) -> torch.Tensor:
     """x_T (n, *shape): standard normal noise, sample i drawn from a generator seeded with seeds[i]."""
-    g = torch.Generator()
-    return torch.stack([torch.randn(tuple(shape), generator=g.manual_seed(int(s)), dtype=dtype) for s in seeds])
+    return PerSampleNoise(seeds).randn((len(seeds), *shape), dtype)
 
 
 def generate_trajectories(model, out_dir: str | os.PathLike, n: int, M: int, spacing: str = "quadratic",
