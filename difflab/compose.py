@@ -102,6 +102,15 @@ def build_stack(ref, *, tp=None, tp_coefficients: bool = False, tp_clamp=None, d
         data = ((config.get("teacher") or {}).get("data") or {}).get("name", "")
         return SamplingStack(model=None, data_shape=shape, dsno=dsno, parts=(f"DSNO {ckpt.path}",), data_name=data)
     loaded = load_any(ref, flags=flags, use_ema=use_ema, device=device, overrides=overrides)
+    return stack_on(loaded, tp=tp, tp_coefficients=tp_coefficients, tp_clamp=tp_clamp, dg=dg, dg_weight=dg_weight,
+                    dg_window=dg_window, dg_max_norm=dg_max_norm, cg=cg, cg_scale=cg_scale, label=label, device=device)
+
+
+def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_clamp=None, dg=None,
+             dg_weight: float = 1.0, dg_window=(0.0, 1.0), dg_max_norm=None, cg=None, cg_scale: float = 1.0,
+             label: int | None = None, device="cpu") -> SamplingStack:
+    """:func:`build_stack` on a diffusion model already loaded (so several stacks can share one base, as
+    ``bench`` does for its side-by-side TP, DG and TP + DG rows)."""
     model, shape, parts = loaded.model, tuple(loaded.data_shape), [loaded.describe()]
     if tp is not None:
         from difflab.methods.time_predictor import TimePredictorSampling, load_time_predictor
@@ -177,4 +186,4 @@ def stack_generate(stack: SamplingStack, *, sampler: str = "ddim", steps: int = 
     return {"x": torch.cat(xs), "trajectory": traj, "nfe": 1, "seconds": secs, "seconds_per_sample": secs / n}
 
 
-__all__ = ["SamplingStack", "build_stack", "check_label", "checkpoint_kind", "stack_generate"]
+__all__ = ["SamplingStack", "build_stack", "check_label", "checkpoint_kind", "stack_generate", "stack_on"]

@@ -110,3 +110,31 @@ def test_checkpoint_sample_defaults_apply_unless_overridden(tmp_path, capsys):
     assert np.load(tmp_path / "d.npz")["samples"].shape == (3, 1, 28, 28)
     assert main(["info", "mnist-iddpm"]) == 0
     assert '"clip_denoised": true' in capsys.readouterr().out
+
+
+def test_bench_stack_and_side_by_side_rows_score_the_stack_by_hand(runs, tmp_path):
+    """`bench --tp --dg --stack` runs every row on the stack `sample` builds; without --stack the TP+DG
+    row is that same model beside the plain rows: both score exactly the samples stacked by hand."""
+    import json
+
+    from difflab.metrics.bench import evaluate_samples
+    from difflab.train.api import load_model
+
+    _, cfg, _ = load_model(runs / "toy")
+    common = [str(runs / "toy"), "--nfe", "5", "--method-nfe", "5", "--samplers", "ddim", "--n", "40", "--batch",
+              "7", "--no-peers", "--no-adaptive", "--n-boot", "0", "--device", "cpu", "--tp", str(runs / "tp"),
+              "--dg", str(runs / "dg"), "--dg-weight", "1.5", *Q]
+    assert main(["bench", *common, "--stack", "--out", str(tmp_path / "s")]) == 0
+    assert main(["bench", *common, "--out", str(tmp_path / "b")]) == 0
+    want = evaluate_samples(_by_hand(runs, True, True, False, False, "ddim", 5, 40, 0), cfg.data.name, n_boot=0)
+    plain = evaluate_samples(_by_hand(runs, False, False, False, False, "ddim", 5, 40, 0), cfg.data.name, n_boot=0)
+    stacked = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert {(r["model"], r["sampler"]) for r in stacked["rows"]} == {("difflab", "ddim")}
+    assert stacked["rows"][0]["quality"] == want["quality"] and "TP" in " ".join(stacked["stack"])
+    rows = {(r["model"], r["sampler"], r["nfe"]): r for r in json.loads((tmp_path / "b" / "results.json").read_text())["rows"]}
+    assert rows[("TP+DG", "ddim", 5)]["quality"] == want["quality"]
+    assert rows[("difflab", "ddim", 5)]["quality"] == plain["quality"] != want["quality"]
+    assert rows[("TP+DG", "ddim", 5)]["ratio"] == want["quality"] / plain["quality"]
+    bare = [a for a in common if a not in {str(runs / "tp"), str(runs / "dg"), "--tp", "--dg"}]
+    assert main(["bench", *bare, "--stack", "--out", str(tmp_path / "e")]) == 2  # --stack without a method
+    assert main(["bench", *common, "--cg", str(runs / "cg"), "--label", "1", "--out", str(tmp_path / "c")]) == 2

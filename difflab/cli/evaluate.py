@@ -7,6 +7,7 @@ from pathlib import Path
 
 from difflab.cli.common import add_external_args, add_stack_args, parse_ints
 from difflab.cli.options import output_dir, output_file
+from difflab.errors import ConfigError
 from difflab.loading import load_any
 from difflab.samplers import GRID_SPACINGS, SAMPLERS, SPECS
 from difflab.train.distributed import auto_device
@@ -76,13 +77,17 @@ def register(sub) -> dict:
     p.add_argument("--batch", type=int, default=500, help="samples per sampler call (64 is fastest for small CPU models)")
     p.add_argument("--no-progress", action="store_true")
     add_external_args(p)
-    m = p.add_argument_group("methods side by side (each row also gets its ratio to the plain sampler)")
-    m.add_argument("--tp", default=None, metavar="RUN", help="a time predictor (tp-train): TP-EM, TP-ancestral, TP-DDIM")
-    m.add_argument("--disc", default=None, metavar="RUN", help="a discriminator (dg-train): DG rows (and TP+DG with --tp)")
-    m.add_argument("--dg-weight", type=float, default=1.0)
+    add_stack_args(p)
+    m = p.add_argument_group("how --tp / --dg apply (and DSNO)")
+    m.add_argument("--disc", default=None, dest="dg", metavar="RUN", help="the same as --dg")
+    m.add_argument("--label", type=int, default=None, help="CG's target class (with --stack --cg)")
+    m.add_argument("--stack", action="store_true", help="wrap every row (the peers' too) in the --tp / --dg / --cg "
+                   "stack, exactly as `difflab sample` builds it; without it --tp and --dg add TP, DG and TP+DG rows "
+                   "beside the plain ones, each with its ratio to the plain sampler")
     m.add_argument("--dsno", default=None, metavar="RUN", help="a DSNO operator (dsno-train): its 1-NFE row beside "
                    "its teacher and DDIM / DPM-Solver++ at 1, 2, 4 NFE")
-    m.add_argument("--method-nfe", default="50,20,10,5", help="NFE budgets of the TP and DG rows (default 50,20,10,5)")
+    m.add_argument("--method-nfe", default="50,20,10,5", help="NFE budgets of the side-by-side TP and DG rows "
+                   "(default 50,20,10,5)")
     p = sub.add_parser("nll", help="likelihood on a test split: VLB bits/dim (with per-term output) or PF-ODE",
                        epilog=NLL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
@@ -186,9 +191,21 @@ def summary_line(m: dict, n: int, data: str) -> str:
 def cmd_bench(args) -> int:
     from difflab.metrics.bench import NFE_LEVELS, QUICK_NFE_LEVELS, default_grid, run_bench
 
+    from difflab.compose import check_label, stack_on
+
     device = auto_device(args.device)
     loaded = load_any(args.checkpoint, flags=args.flags, device=device)
-    model = loaded.model
+    model, stack = loaded.model, None
+    if args.stack:
+        if not (args.tp or args.dg or args.cg):
+            raise ConfigError("--stack wraps every row in --tp / --dg / --cg; pass at least one of them")
+        stack = stack_on(loaded, **_stack_options(args), cg=args.cg, cg_scale=args.cg_scale, label=args.label,
+                         device=device)
+        check_label(stack.num_classes, args.label, guided=args.cg is not None)
+        model = stack.model
+    elif args.cg or args.label is not None:
+        raise ConfigError("--cg / --label guide every sample toward one class: bench them with --stack (a side-by-"
+                          "side CG row would compare one class with the whole data)")
     levels = QUICK_NFE_LEVELS if args.quick else NFE_LEVELS
     if args.nfe:
         levels = parse_ints(args.nfe, "--nfe")
@@ -198,8 +215,6 @@ def cmd_bench(args) -> int:
 
         grid = solver_grid(parse_ints(args.nfe, "--nfe") if args.nfe else SOLVER_NFE_LEVELS)
     if args.samplers:
-        from difflab.errors import ConfigError
-
         keep = [v.strip() for v in args.samplers.split(",") if v.strip()]
         bad = [v for v in keep if v not in SAMPLERS]
         if bad or not keep:
@@ -214,11 +229,16 @@ def cmd_bench(args) -> int:
         from difflab.samplers.batched import auto_batch
 
         args.batch = auto_batch(model, loaded.data_shape, device)
-    extra, one_step, peer_nfe = method_rows(model, args, device, grid)
+    if stack is not None and stack.tp_coefficients:  # the seed's Algorithm 3: its own per-sample-time samplers
+        from difflab.methods.time_predictor import tp_sample
+
+        grid = [(*g[:2], {**(g[2] if len(g) > 2 else {}), "sample_fn": tp_sample}) for g in grid]
+    extra, one_step, peer_nfe = method_rows(loaded, args, device, grid)
     res = run_bench(model, loaded.data_name(args.data), loaded.data_shape, args.out, seeds=args.seeds,
                     n_boot=args.n_boot, grid=grid, n=args.n, seed=args.seed,
                     data_dir=args.data_dir, peers=not args.no_peers, device=device, extra_models=extra,
-                    one_step=one_step, peer_nfe=peer_nfe, batch=args.batch, progress=not args.no_progress)
+                    one_step=one_step, peer_nfe=peer_nfe, batch=args.batch, progress=not args.no_progress,
+                    stack=stack.parts if stack is not None else None)
     print((Path(args.out) / "table.md").read_text())
     print(f"{len(res['rows'])} rows -> {args.out}/results.json, table.md, table.csv, quality_vs_nfe.png")
     return 0
@@ -227,26 +247,36 @@ def cmd_bench(args) -> int:
 METHOD_SAMPLERS = ("euler_maruyama", "ancestral", "ddim")
 
 
-def method_rows(model, args, device, grid: list) -> tuple[dict, dict, tuple]:
-    """The extra models, one-step samplers and peer budgets that --tp / --disc / --dsno add to the bench.
-    The plain sampler's rows they are compared with are added to ``grid`` when missing."""
+def _stack_options(args) -> dict:
+    return dict(tp=args.tp, tp_coefficients=args.tp_coefficients, tp_clamp=args.tp_clamp, dg=args.dg,
+                dg_weight=args.dg_weight, dg_window=args.dg_window)
+
+
+def method_rows(loaded, args, device, grid: list) -> tuple[dict, dict, tuple]:
+    """The extra models, one-step samplers and peer budgets that --tp / --dg (side by side, without
+    --stack) and --dsno add to the bench; the TP, DG and TP+DG models are :func:`difflab.compose.stack_on`
+    of the loaded model, as ``sample`` builds them. The plain sampler's rows they are compared with are
+    added to ``grid`` when missing."""
+    from difflab.compose import stack_on
+
+    model = loaded.model
     nfe = parse_ints(args.method_nfe, "--method-nfe")
     method_grid = [(s, k) for k in nfe for s in METHOD_SAMPLERS]
     extra, one_step, peer_nfe = {}, {}, ()
-    tp = dg = None
-    if args.tp:
-        from difflab.methods.time_predictor import TimePredictorSampling, load_time_predictor
+    if not args.stack:
+        opts = _stack_options(args)
+        tp_grid = method_grid
+        if args.tp_coefficients:
+            from difflab.methods.time_predictor import tp_sample
 
-        g = load_time_predictor(args.tp, map_location=device, schedule=model.schedule).predictor
-        tp = TimePredictorSampling(model, g)
-        extra["TP"] = (tp, method_grid)
-    if args.disc:
-        from difflab.methods.guidance import guided_model
-
-        dg = guided_model(model, disc=args.disc, weight=args.dg_weight, device=device)
-        extra[f"DG w={args.dg_weight:g}"] = (dg, method_grid)
-        if tp is not None:
-            extra["TP+DG"] = (guided_model(tp, disc=args.disc, weight=args.dg_weight, device=device), method_grid)
+            tp_grid = [(s, k, {"sample_fn": tp_sample}) for s, k in method_grid]
+        if args.tp:
+            extra["TP"] = (stack_on(loaded, **{**opts, "dg": None}, device=device).model, tp_grid)
+        if args.dg:
+            extra[f"DG w={args.dg_weight:g}"] = (stack_on(loaded, **{**opts, "tp": None}, device=device).model,
+                                                method_grid)
+        if args.tp and args.dg:
+            extra["TP+DG"] = (stack_on(loaded, **opts, device=device).model, tp_grid)
     if args.dsno:
         from difflab.methods.dsno import dsno_sample, load_dsno
 

@@ -201,7 +201,7 @@ def combine_seeds(per_seed: list[dict]) -> dict:
 def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int | None = None, seed: int = 0,
               data_dir=None, peers: bool = True, extra_models: dict | None = None, one_step: dict | None = None,
               peer_nfe: tuple[int, ...] = (), batch: int = 500, device="cpu", progress: bool = True, seeds: int = 1,
-              n_boot: int = 100) -> dict:
+              n_boot: int = 100, stack: tuple[str, ...] | None = None) -> dict:
     """Every (sampler, steps) of ``grid`` on ``model`` (and diffusers peers at the same NFE), side by side with
     methods built on it; writes results.json, table.md, table.csv and quality_vs_nfe.png into ``out_dir``.
 
@@ -213,7 +213,9 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int |
     (e.g. the teacher's, run as an extra model with its own grid).
     ``peer_nfe``: extra NFE budgets for the diffusers peers (e.g. DSNO's 1, 2, 4). ``n`` samples per row
     (default :func:`default_n` by the row's NFE); ``seeds`` independent sample sets per row (K >= 2:
-    the FID interval is over seeds); ``n_boot`` bootstrap resamples of each FID interval. Returns the results dict."""
+    the FID interval is over seeds); ``n_boot`` bootstrap resamples of each FID interval. ``stack``: the
+    parts of a :func:`difflab.compose.stack_on` stack ``model`` is (recorded with the results and shown in
+    the tables' title). Returns the results dict."""
     from .. import viz
 
     out = Path(out_dir)
@@ -255,7 +257,7 @@ def run_bench(model, data_name: str, data_shape, out_dir, *, grid=None, n: int |
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU")
     ns = sorted({r["n"] for r in rows if "n" in r})
     result = {"data": data_name, "n_samples": n if n else (ns[0] if len(ns) == 1 else ns), "seed": seed,
-              "seeds": max(1, seeds), "machine": machine, "rows": rows}
+              "seeds": max(1, seeds), "machine": machine, "rows": rows, **({"stack": list(stack)} if stack else {})}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     write_tables(result, out)
     series = {}

@@ -47,6 +47,8 @@ def write_tables(result: dict, out: Path) -> None:
     head = f"{result['data']}: {qname}; {_n_text(result['n_samples'])} samples per row"
     head += f", {seeds} seeds each" if seeds > 1 else ""
     lines = [f"{head}; machine: {result['machine']}", ""]
+    if result.get("stack"):
+        lines += ["Every row's model (the diffusers peers' too) is the stack " + " + ".join(result["stack"]) + ".", ""]
     if intervals:
         lines += [f"Every FID: the plug-in value, then its 95% interval "
                   f"({'Student t over the seeds' if seeds > 1 else 'basic bootstrap over the generated samples'}; "
