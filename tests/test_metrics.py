@@ -6,6 +6,7 @@ shipped weights exist (scripts/train_evaluator.py makes them).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -620,3 +621,31 @@ def test_combining_seeds_gives_a_t_interval_of_the_per_seed_estimates():
     assert m["fid"] == pytest.approx(2.2) and m["seeds"] == 3 and m["kid"] == pytest.approx(0.001)
     half = 4.302652729911275 * 0.2 / 3 ** 0.5
     assert m["fid_lo"] == pytest.approx(2.1 - half) and m["fid_hi"] == pytest.approx(2.1 + half)
+
+
+@needs_real_mnist
+def test_eval_vs_compares_two_sample_files_paired_in_both_feature_spaces(mnist_eval, tmp_path, capsys):
+    """`eval A.npz --vs B.npz`: the ratio is FID_a / FID_b of evaluate_images in each space; a set against
+    itself is exactly 1 with the interval [1, 1] (every paired resample is the same set twice); blurred
+    digits against sharp ones are worse beyond the interval."""
+    from difflab.cli import main
+    from difflab.metrics.evaluator import evaluate_images
+
+    x = mnist_eval["test"].x[:600].float() / 127.5 - 1 if mnist_eval["test"].x.dtype == torch.uint8 \
+        else mnist_eval["test"].x[:600].float()
+    blurred = _blur(x, 1.2).clamp(-1, 1)
+    np.savez(tmp_path / "a.npz", samples=blurred.numpy())
+    np.savez(tmp_path / "b.npz", samples=x.numpy())
+    out = tmp_path / "m.json"
+    assert main(["eval", str(tmp_path / "a.npz"), "--data", "mnist", "--vs", str(tmp_path / "b.npz"), "--n-boot", "50",
+                 "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "FID ratio" in line and "paired" in line
+    vs = json.loads(out.read_text())["vs"]
+    want = evaluate_images(blurred, "mnist", n_boot=0)["fid"] / evaluate_images(x, "mnist", n_boot=0)["fid"]
+    assert vs["paired"] and vs["ratio"] == pytest.approx(want, rel=1e-9) and vs["ratio_lo"] > 1.0
+    assert "res_ratio" in vs and vs["res_ratio_lo"] > 1.0
+    assert main(["eval", str(tmp_path / "b.npz"), "--data", "mnist", "--vs", str(tmp_path / "b.npz"), "--n-boot", "20",
+                 "--out", str(out)]) == 0
+    same = json.loads(out.read_text())["vs"]
+    assert same["ratio"] == same["ratio_lo"] == same["ratio_hi"] == 1.0 and same["diff_lo"] == same["diff_hi"] == 0.0

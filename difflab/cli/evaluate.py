@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from difflab.cli.common import add_external_args, add_stack_args, parse_ints
-from difflab.cli.options import output_dir, output_file
+from difflab.cli.options import input_path, output_dir, output_file
 from difflab.errors import ConfigError
 from difflab.loading import load_any
 from difflab.samplers import GRID_SPACINGS, SAMPLERS, SPECS
@@ -41,6 +41,10 @@ def register(sub) -> dict:
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples of each FID interval (0: none)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, type=output_file(".json"), help="write the metrics JSON here (default: print it)")
+    p.add_argument("--save", default=None, type=output_file(".npz"), help="also write the generated samples (.npz)")
+    p.add_argument("--vs", default=None, type=input_path, metavar="OTHER.npz",
+                   help="compare with these samples (e.g. another run's --save): FID ratio and difference with "
+                        "95%% intervals, paired when both have n samples from the same seeds (the MNIST family)")
     p.add_argument("--clip", action="store_true", help="clip x̂0 to [-1, 1] (images)")
     p.add_argument("--label", type=int, default=None, help="class of every sample (CG's target)")
     p.add_argument("--batch", type=int, default=500, help="samples per network batch (the samples do not depend on it)")
@@ -164,13 +168,44 @@ def cmd_eval(args) -> int:
         info = {"source": " + ".join(stack.parts), "sampler": "dsno" if stack.dsno is not None else args.sampler, "steps": args.steps, "nfe": res["nfe"],
                 "seed": args.seed, "seeds": len(per_seed), "seconds_per_sample": res["seconds_per_sample"]}
     result = {**info, "data": data, "n": len(x), **{k: v for k, v in m.items() if isinstance(v, (int, float, str))}}
+    if args.save and src.suffix != ".npz":
+        from difflab.io.samples import save_samples
+
+        save_samples(x, Path(args.save))
+        result["samples_file"] = str(args.save)
+    vs = None
+    if args.vs:
+        from difflab.io.samples import load_sample_arrays
+        from difflab.metrics.bench import compare_samples
+
+        key, other = load_sample_arrays(args.vs, ("samples", "images_uint8"))
+        y = torch.from_numpy(other).float()
+        y = y / 127.5 - 1 if key == "images_uint8" else y
+        vs = compare_samples(x, y, data, data_dir=args.data_dir, seed=args.seed, n_boot=max(args.n_boot, 2))
+        result["vs"] = {"file": str(args.vs), "n_other": len(y), **vs}
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)
     else:
         print(text)
     print(summary_line(m, len(x), data))
+    if vs is not None:
+        print(compare_line(vs, args.vs))
     return 0
+
+
+def compare_line(c: dict, other) -> str:
+    """'vs OTHER (paired): FID ratio, difflab-mnist: 0.87 [0.83, 0.91], difference -0.12 [...]; res: ...'."""
+    from difflab.metrics.bench import SPACE_PREFIX
+
+    parts = []
+    for pre in SPACE_PREFIX.values():
+        if pre + "ratio" in c:
+            parts.append(f"{c[pre + 'feature_space']} FID ratio {c[pre + 'ratio']:.3f} [{c[pre + 'ratio_lo']:.3f}, "
+                         f"{c[pre + 'ratio_hi']:.3f}], difference {c[pre + 'diff']:+.3f} [{c[pre + 'diff_lo']:+.3f}, "
+                         f"{c[pre + 'diff_hi']:+.3f}]")
+    how = "paired" if c.get("paired") else "unpaired"
+    return f"vs {other} ({how}, 95% intervals; one excluding 1 / 0 is a difference): " + "; ".join(parts)
 
 
 def summary_line(m: dict, n: int, data: str) -> str:

@@ -33,7 +33,7 @@ EXAMPLES = {
     "dg-train": """examples:
   difflab dg-train runs/toy --bank runs/toy-bank --out runs/toy-dg --steps 1500
   difflab dg-train runs/mnist --bank runs/mnist-bank --out runs/mnist-dg --steps 5000 --batch-size 128
-  difflab dg-train runs/mnist --bank runs/mnist-bank --out runs/mnist-dg2 --features runs/mnist-cls
+  difflab dg-train runs/mnist --bank runs/mnist-bank --out runs/mnist-dg2 --features runs/mnist-cls [--head pooled]
   (held-out accuracy and BCE per band of t after every epoch: OUT/t_bins.json; one checkpoint per epoch)""",
     "dg-sample": """examples:
   difflab dg-sample runs/toy --disc runs/toy-dg --sampler ancestral --steps 1000 --n 2000 --out toy-dg.png
@@ -87,6 +87,9 @@ def register(sub) -> dict:
     _common_train(p, 2000)
     p.add_argument("--features", default=None,
                    help="a noisy classifier run (cg-train): its frozen features feed a small trained head")
+    p.add_argument("--head", choices=("map", "pooled"), default="map",
+                   help="with --features: a convolutional head on the extractor's feature map (default; the paper's) "
+                        "or an MLP head on its pooled features")
     p.add_argument("--class-cond", action="store_true", help="class-conditional d(x_t, t, y) (needs a labelled bank)")
     p.add_argument("--max-real", type=int, default=None, help="use at most this many real samples")
 
@@ -158,7 +161,8 @@ def cmd_train(args) -> int:
     extractor = load_classifier(args.features) if args.features else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        disc = Discriminator.build(shape, num_classes=num_classes, extractor=extractor)
+        disc = Discriminator.build(shape, num_classes=num_classes, extractor=extractor,
+                                   **({"head_input": args.head} if extractor is not None else {}))
     res = train_discriminator(model, real, bank, args.out, discriminator=disc, steps=args.steps,
                               batch_size=args.batch_size, lr=args.lr, t_min=args.t_min,
                               t_sampling=args.t_sampling or "log_snr", seed=args.seed, device=args.device,

@@ -145,6 +145,23 @@ def mnist_family_metrics(x: torch.Tensor, name: str, *, data_dir=None, seed: int
             "quality_name": f"FID, {out['feature_space']} features"}
 
 
+def compare_samples(a: torch.Tensor, b: torch.Tensor, data_name: str, *, data_dir=None, seed: int = 0,
+                    n_boot: int = 200) -> dict:
+    """Samples ``a`` against samples ``b`` of the same data, in every shipped feature space of the MNIST
+    family: ratio and difference of their FIDs with paired-bootstrap 95% intervals (paired when both have
+    the same size, i.e. made from the same per-sample seeds), keys prefixed per :data:`SPACE_PREFIX`."""
+    from .evaluator import available_kinds, compare_images
+
+    name = data_name.strip().lower()
+    if name not in MNIST_FAMILY:
+        raise DifflabError(f"a paired FID comparison needs the MNIST family's evaluators; {data_name!r} has none")
+    out: dict = {}
+    for kind in available_kinds(name):
+        c = compare_images(a, b, name, data_dir=data_dir, kind=kind, n_boot=n_boot, seed=seed)
+        out.update({SPACE_PREFIX[kind] + k: v for k, v in c.items()})
+    return out
+
+
 @functools.lru_cache(maxsize=16)
 def _real_fid_floor(name: str, data_dir: str | None, n: int, seed: int, kind: str = "cnn", n_boot: int = 100) -> dict:
     """FID is biased upwards at small N: what n real test images score against the training statistics

@@ -331,3 +331,18 @@ def evaluate_images(fake, name: str = "mnist", data_dir=None, split: str = "trai
         iv = fid_interval(feats, ref["mu"], ref["cov"], n_boot=n_boot, seed=seed)
         out.update(fid_lo=iv["lo"], fid_hi=iv["hi"], fid_debiased=iv["debiased"], fid_se=iv["se"])
     return out
+
+
+def compare_images(a, b, name: str = "mnist", data_dir=None, split: str = "train", kind: str = "cnn",
+                   n_boot: int = 200, seed: int = 0, paired: bool | None = None) -> dict:
+    """FID_a / FID_b and FID_a − FID_b of two image sets against the real ``split`` of ``name`` in the
+    ``kind`` evaluator's space, with :func:`~difflab.metrics.features.paired_fid_comparison`'s 95%
+    intervals (paired when both sets have the same size: image i of both from the same noise)."""
+    from .features import paired_fid_comparison
+
+    ev = shipped_evaluator(name, kind)
+    ref = reference_stats(name, data_dir, split, evaluator=ev)
+    fa, _ = extract(a, ev)
+    fb, _ = extract(b, ev)
+    return {**paired_fid_comparison(fa, fb, ref["mu"], ref["cov"], n_boot=n_boot, seed=seed, paired=paired),
+            "feature_space": getattr(ev, "feature_space", f"difflab-{name}")}

@@ -67,15 +67,21 @@ class Encoder(nn.Module):
         self.feature_dim = ch
         self.head = nn.Linear(ch, out_dim)
 
-    def features(self, x: torch.Tensor, t: torch.Tensor | None = None,
-                 y: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled features before the linear head, (B, feature_dim)."""
+    def feature_map(self, x: torch.Tensor, t: torch.Tensor | None = None,
+                    y: torch.Tensor | None = None) -> torch.Tensor:
+        """The middle block's normalised, activated output before pooling, (B, feature_dim, h, w)
+        with h = H / 2**(levels - 1)."""
         emb = None
         if self.cond is not None:
             emb = self.cond(t if self.time_conditional else None, y, x.shape[0], x.device)
         h, _ = self.down(x, emb)
         h = self.middle(h, emb)
-        return torch.nn.functional.silu(self.out_norm(h)).mean(dim=(2, 3))
+        return torch.nn.functional.silu(self.out_norm(h))
+
+    def features(self, x: torch.Tensor, t: torch.Tensor | None = None,
+                 y: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled features before the linear head, (B, feature_dim): :meth:`feature_map` averaged over space."""
+        return self.feature_map(x, t, y).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 y: torch.Tensor | None = None) -> torch.Tensor:

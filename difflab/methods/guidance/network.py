@@ -16,6 +16,9 @@ from difflab.errors import CheckpointError, DataError, DifflabError
 from difflab.nets import Encoder, MLPEncoder
 
 
+HEAD_INPUTS = ("pooled", "map")
+
+
 def make_encoder(data_shape, out_dim: int, *, num_classes: int | None = None, **options) -> nn.Module:
     """A time-conditional encoder with ``out_dim`` outputs for samples of per-sample shape
     ``data_shape``: :class:`MLPEncoder` for vectors (D,), :class:`Encoder` for images (C, H, H).
@@ -59,27 +62,43 @@ class Discriminator(nn.Module):
             Encoder of a noisy classifier trained by difflab). Then ``net`` is a small head on
             (features, t), the only part that trains (the paper's pixel-space setup, with ADM's
             classifier as the extractor). Gradients still flow through it to x.
+        head_input: what of the extractor the head reads: 'pooled' (``features``, (B, F), an MLP
+            head) or 'map' (``feature_map``, (B, F, h, w) before pooling, a small convolutional
+            head: the paper's head, which keeps where in the image a feature fired).
 
     Build one with :meth:`build`; :meth:`spec` / :meth:`from_spec` describe it in a checkpoint.
     """
 
-    def __init__(self, net: nn.Module, extractor: nn.Module | None = None):
+    def __init__(self, net: nn.Module, extractor: nn.Module | None = None, head_input: str = "pooled"):
         super().__init__()
         if isinstance(extractor, NoisyClassifier):
             extractor = extractor.net  # its encoder: the head needs only the features
+        if head_input not in HEAD_INPUTS:
+            raise DifflabError(f"head input {head_input!r}; expected one of {', '.join(HEAD_INPUTS)}")
         self.net = net
         self.extractor = extractor
+        self.head_input = head_input
         if extractor is not None:
             extractor.requires_grad_(False).eval()
 
     @classmethod
     def build(cls, data_shape, *, num_classes: int | None = None, extractor: nn.Module | None = None,
-              **options) -> "Discriminator":
-        """The default discriminator for ``data_shape``; with an extractor, an MLP head on its features."""
-        if extractor is not None:
-            head = dict(hidden=128, depth=2, **options)
-            return cls(make_encoder((extractor.feature_dim,), 1, num_classes=num_classes, **head), extractor)
-        return cls(make_encoder(data_shape, 1, num_classes=num_classes, **options))
+              head_input: str = "pooled", **options) -> "Discriminator":
+        """The default discriminator for ``data_shape``; with an extractor, a small head on its features:
+        an MLP (128 x 2) on the pooled ones, or on the feature map a convolutional head (one level of
+        two residual blocks, 64 channels, at the map's resolution)."""
+        if extractor is None:
+            return cls(make_encoder(data_shape, 1, num_classes=num_classes, **options))
+        enc = extractor.net if isinstance(extractor, NoisyClassifier) else extractor
+        if head_input == "map":
+            with torch.no_grad():
+                p = next(enc.parameters())
+                fmap = enc.feature_map(torch.zeros(1, *data_shape, dtype=p.dtype, device=p.device),
+                                       torch.full((1,), 0.5, dtype=p.dtype, device=p.device)).shape[1:]
+            head = {**dict(base_channels=64, channel_mult=(1,), num_res_blocks=2), **options}
+            return cls(make_encoder(tuple(fmap), 1, num_classes=num_classes, **head), enc, "map")
+        head = {**dict(hidden=128, depth=2), **options}
+        return cls(make_encoder((enc.feature_dim,), 1, num_classes=num_classes, **head), enc, head_input)
 
     @property
     def num_classes(self) -> int | None:
@@ -93,19 +112,25 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, ...), t (B,) float, y (B,) int64 or None -> logits (B,)."""
-        h = x if self.extractor is None else self.extractor.features(x, t)
+        if self.extractor is None:
+            h = x
+        elif self.head_input == "map":
+            h = self.extractor.feature_map(x, t)
+        else:
+            h = self.extractor.features(x, t)
         return self.net(h, t, y).squeeze(-1)
 
     def spec(self) -> dict:
         s = net_spec(self.net)
         if self.extractor is not None:
             s["extractor"] = net_spec(self.extractor)
+            s["head_input"] = self.head_input
         return s
 
     @classmethod
     def from_spec(cls, spec: dict) -> "Discriminator":
         ext = net_from_spec(spec["extractor"]) if "extractor" in spec else None
-        return cls(net_from_spec(spec), ext)
+        return cls(net_from_spec(spec), ext, spec.get("head_input", "pooled"))
 
 
 class NoisyClassifier(nn.Module):
@@ -144,4 +169,4 @@ class NoisyClassifier(nn.Module):
         return cls(net_from_spec(spec))
 
 
-__all__ = ["Discriminator", "NoisyClassifier", "make_encoder", "net_from_spec", "net_spec"]
+__all__ = ["HEAD_INPUTS", "Discriminator", "NoisyClassifier", "make_encoder", "net_from_spec", "net_spec"]
