@@ -29,6 +29,24 @@ def test_diffusers_ddim_equals_difflab_ddim_on_the_same_grid():
     torch.testing.assert_close(ours, ref, atol=2e-4, rtol=1e-4)
 
 
+def test_bench_peer_rows_start_from_the_per_sample_noise_of_every_other_row():
+    """A diffusers row's sample i starts from generate()'s x_T of sample i (so peer and difflab rows pair
+    sample by sample), whatever the batch."""
+    pytest.importorskip("diffusers")
+    from difflab.metrics.bench import _draw
+    from difflab.samplers import generate
+
+    d = GaussianDiffusion(linear_betas(1000))
+    model = exact_mixture_model(ring_mixture(std=0.3), d.schedule)
+    models = {"difflab": (model, [])}
+    a = _draw("diffusers", "ddim", 5, {}, models, {}, (2,), 10, 3, 4, "cpu")["x"]
+    b = _draw("diffusers", "ddim", 5, {}, models, {}, (2,), 10, 3, 10, "cpu")["x"]
+    x_T = generate(model, (2,), sampler="ddim", steps=1, n=10, seed=3, batch=10, trajectory=True)["trajectory"][0]
+    want = diffusers_sample(model, (10, 2), "ddim", 5, x=x_T)
+    torch.testing.assert_close(a, want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(b, want, atol=1e-6, rtol=0)
+
+
 def test_toy_metric_routing_and_scale():
     mix = ring_mixture()
     from difflab.data import toy_mixture

@@ -301,11 +301,13 @@ def _draw(label, sampler, steps, opts, models, one_step, data_shape, n, seed, ba
     import time
 
     if label == "diffusers":
-        try:
-            g = torch.Generator(device).manual_seed(seed)
+        from difflab.samplers.noise import PerSampleNoise, sample_seeds
+
+        try:  # from the per-sample x_T of generate(): sample i of a peer row pairs with sample i of every other row
             t0 = time.perf_counter()
-            xs = [diffusers_sample(models["difflab"][0], (min(batch, n - i), *data_shape), sampler, steps, generator=g,
-                                   device=device) for i in range(0, n, batch)]
+            xs = [diffusers_sample(models["difflab"][0], (min(batch, n - i), *data_shape), sampler, steps, device=device,
+                                   x=PerSampleNoise(sample_seeds(seed, i, min(batch, n - i)), device).randn(
+                                       (min(batch, n - i), *data_shape))) for i in range(0, n, batch)]
             return {"x": torch.cat(xs).cpu(), "nfe": steps, "seconds": time.perf_counter() - t0,
                     "name": f"diffusers {sampler}"}
         except DifflabError as e:
