@@ -432,11 +432,17 @@ def test_cli_bank_train_sample(tmp_path, capsys):
     quiet = ["--no-progress"]
     assert main(["dg-bank", str(run), "--out", str(tmp_path / "bank"), "--n", "300", "--steps", "5",
                  "--shard-size", "100", *quiet]) == 0
-    assert main(["dg-train", str(run), "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "dg"),
-                 "--steps", "4", "--batch-size", "100", "--max-real", "300", "--device", "cpu", *quiet]) == 0
     assert main(["cg-train", str(run), "--out", str(tmp_path / "cg"), "--steps", "3", "--batch-size", "100",
                  "--device", "cpu", *quiet]) == 0
+    capsys.readouterr()
+    assert main(["dg-train", str(run), "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "dg"),
+                 "--steps", "4", "--batch-size", "100", "--max-real", "300", "--device", "cpu", *quiet]) == 0
     assert (tmp_path / "dg" / "t_bins.json").exists()
+    assert "lowest held-out BCE at t < 0.2: step 4" in capsys.readouterr().out  # its one epoch
+    assert main(["dg-train", str(run), "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "dgf"), "--steps", "2",
+                 "--batch-size", "100", "--max-real", "300", "--features", str(tmp_path / "cg"), "--head", "pooled",
+                 "--device", "cpu", *quiet]) == 0
+    assert load_discriminator(tmp_path / "dgf").head_input == "pooled"
     common = ["--sampler", "ancestral", "--steps", "6", "--n", "40", "--seed", "3", "--device", "cpu", *quiet]
     assert main(["sample", str(run), "--out", str(tmp_path / "plain.npz"), *common]) == 0
     assert main(["dg-sample", str(run), "--disc", str(tmp_path / "dg"), "--weight", "0",
@@ -463,3 +469,19 @@ def test_cli_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit):
         main([cmd, "--help"])
     assert "examples:" in capsys.readouterr().out
+
+
+def test_pick_epoch_takes_the_lowest_held_out_bce_below_t_max():
+    from difflab.methods.guidance.diagnostics import pick_epoch
+
+    def rec(step, low, high):
+        return {"step": step, "epoch": step / 10, "bins": [{"t_lo": 0.0, "t_hi": 0.1, "acc": 0.7, "loss": low},
+                                                           {"t_lo": 0.1, "t_hi": 0.2, "acc": 0.6, "loss": low},
+                                                           {"t_lo": 0.2, "t_hi": 1.0, "acc": 0.5, "loss": high}]}
+
+    table = [rec(10, 0.60, 0.69), rec(20, 0.55, 0.70), rec(30, 0.58, 0.60)]  # step 30 best overall, 20 below 0.2
+    best = pick_epoch(table)
+    assert best["step"] == 20 and best["loss"] == pytest.approx(0.55) and best["acc"] == pytest.approx(0.65)
+    assert pick_epoch(table, t_max=1.0)["step"] == 30
+    with pytest.raises(ValueError, match="empty"):
+        pick_epoch([])

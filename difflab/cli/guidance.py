@@ -172,6 +172,15 @@ def cmd_train(args) -> int:
     acc = f"; held-out accuracy {ev['acc']:.3f}, BCE {ev['loss']:.4f}" if ev else ""
     print(f"trained to step {res['final_step']} (BCE {res['last_loss']:.4f}{acc}); checkpoint {res['checkpoint']}; "
           f"per-epoch table {res['table']}")
+    if ev:
+        import json
+
+        from difflab.methods.guidance.diagnostics import pick_epoch
+        from difflab.train.checkpoint import step_dir_name
+
+        best = pick_epoch(json.loads(Path(res["table"]).read_text()))
+        print(f"lowest held-out BCE at t < 0.2: step {best['step']} (accuracy {best['acc']:.3f}, BCE "
+              f"{best['loss']:.4f}); guide with {Path(args.out) / 'checkpoints' / step_dir_name(best['step'])}")
     return 0
 
 

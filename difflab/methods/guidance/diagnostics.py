@@ -59,4 +59,21 @@ def evaluate_by_t(module: nn.Module, schedule, x: torch.Tensor, target: torch.Te
     return {"bins": rows, "acc": sum(r["acc"] for r in rows) / bins, "loss": sum(r["loss"] for r in rows) / bins}
 
 
-__all__ = ["evaluate_by_t"]
+def pick_epoch(table: list[dict], t_max: float = 0.2) -> dict:
+    """The epoch to guide with, read from a run's per-epoch tables (``t_bins.json``): the one with the
+    lowest held-out BCE over the bands below ``t_max``, where the correction acts on the samples' detail
+    (the paper picks its discriminator's epoch from held-out figures as it saturates). Returns
+    dict(step, epoch, acc, loss) of that epoch, acc and loss averaged over those bands."""
+    if not table:
+        raise ValueError("pick_epoch: the table is empty (no epoch was scored; was there a held-out part?)")
+    best = None
+    for rec in table:
+        low = [b for b in rec["bins"] if b["t_hi"] <= t_max + 1e-9] or rec["bins"][:1]
+        cand = {"step": rec["step"], "epoch": rec.get("epoch"), "acc": sum(b["acc"] for b in low) / len(low),
+                "loss": sum(b["loss"] for b in low) / len(low)}
+        if best is None or cand["loss"] < best["loss"]:
+            best = cand
+    return best
+
+
+__all__ = ["evaluate_by_t", "pick_epoch"]
