@@ -178,10 +178,22 @@ def cmd_train(args) -> int:
         from difflab.methods.guidance.diagnostics import pick_epoch
         from difflab.train.checkpoint import step_dir_name
 
-        best = pick_epoch(json.loads(Path(res["table"]).read_text()))
+        table = json.loads(Path(res["table"]).read_text())
+        print(epoch_table(table))
+        best = pick_epoch(table)
         print(f"lowest held-out BCE at t < 0.2: step {best['step']} (accuracy {best['acc']:.3f}, BCE "
               f"{best['loss']:.4f}); guide with {Path(args.out) / 'checkpoints' / step_dir_name(best['step'])}")
     return 0
+
+
+def epoch_table(table: list[dict]) -> str:
+    """The per-epoch, per-band held-out accuracy of a dg-train run as a markdown table."""
+    bands = [f"t {b['t_lo']:.2f}-{b['t_hi']:.2f}" for b in table[0]["bins"]]
+    lines = ["| step | epoch | " + " | ".join(bands) + " | mean acc | mean BCE |", "|" + "---|" * (len(bands) + 4)]
+    for r in table:
+        cells = [str(r["step"]), f"{r.get('epoch', 0):.2f}"] + [f"{b['acc']:.3f}" for b in r["bins"]]
+        lines.append("| " + " | ".join(cells + [f"{r['acc']:.3f}", f"{r['loss']:.4f}"]) + " |")
+    return "held-out accuracy per band of t (balanced real / generated):\n" + "\n".join(lines)
 
 
 def cmd_cg_train(args) -> int:
