@@ -135,3 +135,38 @@ def test_shipped_mnist_dsno_decodes_a_trajectory_in_one_evaluation():
     assert r.nfe == 1 and r.trajectory.shape == (6, 4, 1, 28, 28) and torch.isfinite(r.x).all()
     torch.testing.assert_close(r.trajectory[0], x_T, atol=1e-5, rtol=0)
     assert parameter_overhead(dsno)["overhead_pct"] < 10
+
+
+@pytest.mark.skipif(any(m not in zoo.zoo_names() for m in ("mnist-ext-dg", "mnist-cls", "mnist-ddpm-ext")),
+                    reason="mnist-ext-dg / mnist-cls not shipped")
+def test_shipped_frozen_feature_discriminator_stands_on_the_shipped_classifier_not_an_evaluator():
+    """mnist-ext-dg's frozen extractor is exactly mnist-cls's encoder (a noisy classifier difflab trained,
+    not an evaluator); its map head tells real test digits from mnist-ddpm-ext's DPM-Solver++ samples above
+    chance at small t (held-out 0.63 when trained; 512 each here, fixed seeds)."""
+    from conftest import real_data_dir
+
+    from difflab.methods.guidance import load_classifier, load_discriminator
+    from difflab.metrics.evaluator import shipped_evaluator
+
+    disc, clf = load_discriminator("mnist-ext-dg"), load_classifier("mnist-cls")
+    assert disc.head_input == "map"
+    ext, enc = disc.extractor.state_dict(), clf.net.state_dict()
+    assert ext.keys() == enc.keys() and all(torch.equal(ext[k], enc[k]) for k in ext)
+    for kind in ("cnn", "res"):  # no tensor of an evaluator is in the discriminator
+        ev = {tuple(v.shape): v for v in shipped_evaluator("mnist", kind).state_dict().values() if v.numel() > 64}
+        assert not any(tuple(v.shape) in ev and torch.equal(v, ev[tuple(v.shape)]) for v in disc.state_dict().values())
+    if not (real_data_dir() and (Path(real_data_dir()) / "mnist").is_dir()):
+        pytest.skip("needs DIFFLAB_DATA with mnist/ for real digits")
+    from difflab.data import load_dataset
+    from difflab.samplers import generate
+
+    model, _, _ = load_model("mnist-ddpm-ext")
+    real = load_dataset("mnist", split="test", num_samples=512).x
+    fake = generate(model, (1, 28, 28), sampler="dpmpp_2m", steps=10, n=512, seed=5, batch=128)["x"]
+    g = torch.Generator().manual_seed(0)
+    t = torch.full((512,), 0.05)
+    with torch.no_grad():
+        lr = disc(model.schedule.perturb(real, t.double(), torch.randn(real.shape, generator=g)).float(), t)
+        lf = disc(model.schedule.perturb(fake, t.double(), torch.randn(fake.shape, generator=g)).float(), t)
+    acc = 0.5 * (float((lr > 0).float().mean()) + float((lf < 0).float().mean()))
+    assert acc > 0.56, acc
