@@ -331,13 +331,18 @@ def test_ctrl_c_says_what_is_lost(tmp_path):
 
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    a = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT % 100000, str(run)], env=env,
+    a = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", TRAIN_SCRIPT % 100000, str(run)], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / "checkpoints" / "latest").exists() and time.time() < deadline:
         time.sleep(0.2)
     a.send_signal(signal.SIGINT)
-    _, err = a.communicate(timeout=120)
+    try:
+        _, err = a.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # a hang after Ctrl-C: SIGABRT makes faulthandler print every thread's stack
+        a.send_signal(signal.SIGABRT)
+        _, err = a.communicate(timeout=30)
+        pytest.fail(f"no exit within 120 s of SIGINT; the stacks at the hang:\n{err[-4000:]}")
     assert a.returncode == 130, err
     assert "step(s) since the last checkpoint are lost (checkpoint step-" in err.strip().splitlines()[-1], err
 
