@@ -331,8 +331,11 @@ def test_ctrl_c_says_what_is_lost(tmp_path):
 
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # A shell's background job (`nohup make test &`) runs with SIGINT ignored, which the child would inherit,
+    # and Python installs no KeyboardInterrupt handler for an ignored SIGINT: restore the default in the child.
     a = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", TRAIN_SCRIPT % 100000, str(run)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (run / "checkpoints" / "latest").exists() and time.time() < deadline:
         time.sleep(0.2)
