@@ -649,3 +649,12 @@ def test_eval_vs_compares_two_sample_files_paired_in_both_feature_spaces(mnist_e
                  "--out", str(out)]) == 0
     same = json.loads(out.read_text())["vs"]
     assert same["ratio"] == same["ratio_lo"] == same["ratio_hi"] == 1.0 and same["diff_lo"] == same["diff_hi"] == 0.0
+
+
+def test_eval_save_on_a_sample_file_is_one_line(tmp_path, capsys):
+    from difflab.cli import main
+
+    np.savez(tmp_path / "a.npz", samples=np.zeros((4, 2), np.float32))
+    assert main(["eval", str(tmp_path / "a.npz"), "--data", "toy:ring8", "--save", str(tmp_path / "b.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "already a sample file" in err and not (tmp_path / "b.npz").exists()

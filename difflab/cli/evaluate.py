@@ -134,11 +134,9 @@ def cmd_eval(args) -> int:
     if src.suffix == ".npz":
         if not args.data:
             raise DataError(f"{src}: pass --data NAME (e.g. mnist, toy:ring8) to say what the samples should match")
-        from difflab.io.samples import load_sample_arrays
-
-        key, a = load_sample_arrays(src, ("samples", "images_uint8"))
-        x = torch.from_numpy(a).float()
-        x = x / 127.5 - 1 if key == "images_uint8" else x
+        if args.save:
+            raise DataError(f"--save writes generated samples; {src} is already a sample file (drop --save)")
+        x = _load_samples(src)
         data, info = args.data, {"source": str(src)}
         m = evaluate_samples(x, data, data_dir=args.data_dir, seed=args.seed, n_boot=args.n_boot)
     else:
@@ -168,19 +166,16 @@ def cmd_eval(args) -> int:
         info = {"source": " + ".join(stack.parts), "sampler": "dsno" if stack.dsno is not None else args.sampler, "steps": args.steps, "nfe": res["nfe"],
                 "seed": args.seed, "seeds": len(per_seed), "seconds_per_sample": res["seconds_per_sample"]}
     result = {**info, "data": data, "n": len(x), **{k: v for k, v in m.items() if isinstance(v, (int, float, str))}}
-    if args.save and src.suffix != ".npz":
+    if args.save:
         from difflab.io.samples import save_samples
 
         save_samples(x, Path(args.save))
         result["samples_file"] = str(args.save)
     vs = None
     if args.vs:
-        from difflab.io.samples import load_sample_arrays
         from difflab.metrics.bench import compare_samples
 
-        key, other = load_sample_arrays(args.vs, ("samples", "images_uint8"))
-        y = torch.from_numpy(other).float()
-        y = y / 127.5 - 1 if key == "images_uint8" else y
+        y = _load_samples(args.vs)
         vs = compare_samples(x, y, data, data_dir=args.data_dir, seed=args.seed, n_boot=max(args.n_boot, 2))
         result["vs"] = {"file": str(args.vs), "n_other": len(y), **vs}
     text = json.dumps(result, indent=2)
@@ -192,6 +187,17 @@ def cmd_eval(args) -> int:
     if vs is not None:
         print(compare_line(vs, args.vs))
     return 0
+
+
+def _load_samples(path):
+    """(N, ...) float samples in [-1, 1] from an .npz with 'samples' (floats) or 'images_uint8'."""
+    import torch
+
+    from difflab.io.samples import load_sample_arrays
+
+    key, a = load_sample_arrays(path, ("samples", "images_uint8"))
+    x = torch.from_numpy(a).float()
+    return x / 127.5 - 1 if key == "images_uint8" else x
 
 
 def compare_line(c: dict, other) -> str:
