@@ -16,6 +16,12 @@ Algorithm 3). Every variant of a (sampler, T) starts from the same noise and dra
 sampler noise. Ratios are TP / original for sliced W2 and MMD² (< 1: TP is better), beside the
 issue's reference FID ratio 144.88 / 343.35 = 0.42 (CIFAR-10, VP-SDE, Euler–Maruyama, T = 10).
 
+--family adds the TP family's relatives (issue #21) as variants of every (model, sampler, T): TP
+with the oracle clamped to a window around the nominal time, the Time-Shift Sampler (the variance
+criterion with the mixture's closed-form pixel variance; input and x̂0 readouts), a constant
+shift t ± ξ and ε scaling, so that with the exact score (no network error: only discretisation)
+and with the trained model (both) one sees which part each variant corrects.
+
 Defaults take about 5 minutes on 2 shared CPU cores, training included (half that once cached).
 """
 from __future__ import annotations
@@ -31,7 +37,8 @@ from pathlib import Path
 import torch
 
 from difflab.config import load_config
-from difflab.methods.time_predictor import (REFERENCE_RATIO, OracleTimePredictor, TimePredictorSampling,
+from difflab.methods.time_predictor import (REFERENCE_RATIO, ConstantShift, EpsilonScaling, OracleTimePredictor,
+                                            TimePredictorSampling, TimeShiftSampling, mixture_pixel_variance,
                                             accuracy_by_t, build_time_predictor, fit_time_predictor,
                                             load_time_predictor, toy_sampling_rows, toy_sampling_table, tp_configs,
                                             tp_sample)
@@ -92,6 +99,21 @@ def trained_g(world: str, mix, schedule, dcfg, args):
                            diffusion_config=dcfg, progress=args.progress)
         print(f"[{world}] trained g, {args.tp_steps} steps, in {time.perf_counter() - t0:.0f} s")
     return load_time_predictor(run).predictor
+
+
+def family_wrappers(mix, oracle, window: float = 0.05, cutoff: float = 0.3) -> dict:
+    """The TP family's relatives as toy variants: name -> a function of the model."""
+    m = mixture_pixel_variance(mix)
+    return {
+        f"oracle ±{window:g}": lambda mod: TimePredictorSampling(mod, oracle, window=window),
+        f"time-shift ±{window:g}": lambda mod: TimeShiftSampling(mod, m, window=window, cutoff=cutoff),
+        f"time-shift ±{window:g} x0": lambda mod: TimeShiftSampling(mod, m, window=window, cutoff=cutoff,
+                                                                   x0_readout=True),
+        "t+0.01": lambda mod: ConstantShift(mod, 0.01),
+        "t-0.01": lambda mod: ConstantShift(mod, -0.01),
+        "eps/1.005": lambda mod: EpsilonScaling(mod, 1.005),
+        "eps/0.995": lambda mod: EpsilonScaling(mod, 0.995),
+    }
 
 
 def geo_mean(xs):
@@ -198,6 +220,7 @@ def main():
     ap.add_argument("--tp-steps", type=int, default=2000)
     ap.add_argument("--tp-param", default="t", choices=["t", "log_snr"])
     ap.add_argument("--no-coefficients", action="store_true", help="only the model-only TP variant")
+    ap.add_argument("--family", action="store_true", help="add the TP family's relatives (see above)")
     ap.add_argument("--oracle-nodes", type=int, default=64, help="quadrature nodes of E[t | x] (64: error ~1e-4)")
     ap.add_argument("--runs", default="runs/tp-bench", help="cache of the trained models")
     ap.add_argument("--threads", type=int, default=1)
@@ -235,6 +258,7 @@ def main():
         wr = toy_sampling_rows({"exact": exact_mixture_model(mix, model.schedule), "trained": model},
                                {"g": g, "oracle": oracle}, mix, samplers=samplers, steps=steps, n=args.n,
                                coefficients=(False,) if args.no_coefficients else (False, True),
+                               wrappers=family_wrappers(mix, oracle) if args.family else None,
                                progress=print if args.progress else None)
         print(f"[{world}] {len(wr)} sampling runs in {time.perf_counter() - t0:.0f} s")
         for r in wr:

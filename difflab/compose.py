@@ -82,15 +82,14 @@ def _recorded_shape(ref) -> tuple[int, ...] | None:
     return tuple(shape) if shape else None
 
 
-def build_stack(ref, *, tp=None, tp_coefficients: bool = False, tp_clamp=None, dg=None, dg_weight: float = 1.0,
-                dg_window=(0.0, 1.0), dg_max_norm=None, cg=None, cg_scale: float = 1.0, label: int | None = None,
-                device="cpu", use_ema: bool = True, flags: str | None = None, overrides=()) -> SamplingStack:
-    """The model a sampler runs, from names (see the module docstring). ``tp``, ``dg``, ``cg``: runs or
-    checkpoints of a time predictor, discriminator and noisy classifier; each is checked to have been
-    trained on data of the model's shape. ``label``: the class of every sample (CG's target; the
-    conditioning of a class-conditional model)."""
+def build_stack(ref, *, device="cpu", use_ema: bool = True, flags: str | None = None, overrides=(),
+                **methods) -> SamplingStack:
+    """The model a sampler runs, from names (see the module docstring); ``methods`` are
+    :func:`stack_on`'s (``tp``, ``dg``, ``cg``: runs or checkpoints of a time predictor, discriminator
+    and noisy classifier, each checked to have been trained on data of the model's shape; ``label``:
+    the class of every sample; the time wrappers ``time_shift``, ``t_shift``, ``eps_scale``)."""
     if checkpoint_kind(ref) == "dsno":
-        if tp or dg or cg:
+        if any(methods.get(k) for k in ("tp", "dg", "cg", "time_shift", "t_shift", "eps_scale")):
             raise ConfigError(f"{ref} is a DSNO operator (one evaluation, no sampler): --tp, --dg and --cg apply to "
                               f"a diffusion model; guide or time-shift its teacher instead")
         from difflab.methods.dsno.training import load_dsno
@@ -102,23 +101,62 @@ def build_stack(ref, *, tp=None, tp_coefficients: bool = False, tp_clamp=None, d
         data = ((config.get("teacher") or {}).get("data") or {}).get("name", "")
         return SamplingStack(model=None, data_shape=shape, dsno=dsno, parts=(f"DSNO {ckpt.path}",), data_name=data)
     loaded = load_any(ref, flags=flags, use_ema=use_ema, device=device, overrides=overrides)
-    return stack_on(loaded, tp=tp, tp_coefficients=tp_coefficients, tp_clamp=tp_clamp, dg=dg, dg_weight=dg_weight,
-                    dg_window=dg_window, dg_max_norm=dg_max_norm, cg=cg, cg_scale=cg_scale, label=label, device=device)
+    return stack_on(loaded, device=device, **methods)
 
 
-def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_clamp=None, dg=None,
+TIME_READOUTS = ("input", "x0", "coefficients")
+
+
+def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_clamp=None, tp_window=None, dg=None,
              dg_weight: float = 1.0, dg_window=(0.0, 1.0), dg_max_norm=None, cg=None, cg_scale: float = 1.0,
-             label: int | None = None, device="cpu") -> SamplingStack:
+             label: int | None = None, time_shift: float | None = None, ts_cutoff: float = 0.0,
+             ts_data_var: float | None = None, t_shift: float | None = None, eps_scale=None,
+             time_readout: str = "input", data_dir=None, device="cpu") -> SamplingStack:
     """:func:`build_stack` on a diffusion model already loaded (so several stacks can share one base, as
-    ``bench`` does for its side-by-side TP, DG and TP + DG rows)."""
+    ``bench`` does for its side-by-side TP, DG and TP + DG rows).
+
+    The time layer (at most one of ``tp``, ``time_shift``, ``t_shift``) sits on the model, with ε
+    scaling (``eps_scale`` = b or (b, k): ε / (b + k t)) below it: ``time_shift`` is Time-Shift's
+    window half-width (``ts_cutoff`` its cutoff; ``ts_data_var`` the data's mean pixel variance,
+    default measured on 10,000 training images of the model's data), ``t_shift`` a constant ξ.
+    ``tp_window``: g(x) clamped to within ±W of the nominal time. ``time_readout``: 'input' (only the
+    model sees the chosen time), 'x0' (x̂0 read at it, every
+    sampler) or 'coefficients' (the per-sample samplers; ``tp_coefficients`` is the same for TP)."""
     model, shape, parts = loaded.model, tuple(loaded.data_shape), [loaded.describe()]
+    if time_readout not in TIME_READOUTS:
+        raise ConfigError(f"time readout {time_readout!r}; expected one of {', '.join(TIME_READOUTS)}")
+    chosen = [f for f, v in (("--tp", tp), ("--time-shift", time_shift), ("--t-shift", t_shift)) if v is not None]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} each choose the time the model is evaluated at; pass one of them")
+    coefficients = tp_coefficients or time_readout == "coefficients"
+    how = dict(use_in_coefficients=coefficients, x0_readout=time_readout == "x0")
+    readout = {"input": "", "x0": ", x̂0 at the chosen time", "coefficients": ", coefficients at the chosen time"}
+    if eps_scale is not None:
+        from difflab.methods.time_predictor import EpsilonScaling
+
+        b, k = (float(eps_scale), 0.0) if isinstance(eps_scale, (int, float)) else (float(v) for v in eps_scale)
+        model = EpsilonScaling(model, b, k)
+        parts.append(f"ε scaling / ({b:g} + {k:g} t)")
     if tp is not None:
         from difflab.methods.time_predictor import TimePredictorSampling, load_time_predictor
 
         lt = load_time_predictor(tp, map_location=device)
         _check_shape(f"time predictor {tp}", lt.data_shape, shape)
-        model = TimePredictorSampling(model, lt.predictor, clamp=tp_clamp, use_in_coefficients=tp_coefficients)
-        parts.append(f"TP {tp}" + (" (coefficients at g(x))" if tp_coefficients else ""))
+        model = TimePredictorSampling(model, lt.predictor, clamp=tp_clamp, window=tp_window, **how)
+        parts.append(f"TP {tp}" + (f" (within ±{tp_window:g})" if tp_window is not None else "")
+                     + (" (coefficients at g(x))" if coefficients else readout[time_readout]))
+    if time_shift is not None:
+        from difflab.methods.time_predictor import TimeShiftSampling
+
+        m = ts_data_var if ts_data_var is not None else _data_pixel_variance(loaded, data_dir)
+        model = TimeShiftSampling(model, m, window=time_shift, cutoff=ts_cutoff, **how)
+        parts.append(f"Time-Shift (window ±{time_shift:g}, cutoff {ts_cutoff:g}, m = {m:.4f}"
+                     f"{readout[time_readout if not tp_coefficients else 'coefficients']})")
+    if t_shift is not None:
+        from difflab.methods.time_predictor import ConstantShift
+
+        model = ConstantShift(model, t_shift, clamp=tp_clamp, **how)
+        parts.append(f"t + {t_shift:g}{readout[time_readout if not tp_coefficients else 'coefficients']}")
     if dg is not None or cg is not None:
         from difflab.methods.guidance import guided_model
 
@@ -135,7 +173,17 @@ def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_
             parts.append(f"CG {cg} (scale {cg_scale:g}, class {label})")
     defaults = dict((loaded.cfg.to_dict().get("sample") or {}) if loaded.cfg is not None else {})
     return SamplingStack(model=model, data_shape=shape, loaded=loaded, parts=tuple(parts), defaults=defaults,
-                         num_classes=loaded.num_classes, tp_coefficients=tp_coefficients)
+                         num_classes=loaded.num_classes, tp_coefficients=coefficients)
+
+
+def _data_pixel_variance(loaded: LoadedModel, data_dir) -> float:
+    """Time-Shift's m on the model's own training data (10,000 images, a fixed shuffle)."""
+    from difflab.data import load_dataset
+    from difflab.methods.time_predictor import data_pixel_variance
+
+    name = loaded.data_name(None, flag="--ts-data-var M (the data's mean per-sample pixel variance)")
+    ds = load_dataset(name, data_dir=data_dir, num_samples=10000, image_size=loaded.train_image_size)
+    return data_pixel_variance(ds.x)
 
 
 def check_label(num_classes: int | None, label: int | None, *, guided: bool = False) -> None:

@@ -167,3 +167,27 @@ def save_tp_drift(drift: dict, path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+
+
+def save_time_shift(readings: dict, path, title: str = "") -> Path:
+    """Chosen time against nominal time for :func:`~difflab.methods.time_predictor.time_shift_readings`:
+    the median and 10-90% band of the Time-Shift choice, of the unwindowed reading of the same
+    states, and of the reading of diffused real images; the diagonal is 'no shift'."""
+    plt = _mpl()
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    names = {"chosen": f"chosen (window ±{readings['window']:g}, cutoff {readings['cutoff']:g})",
+             "read": "read from the sampler's states (no window)", "real": "read from diffused real images"}
+    for k, (key, label) in enumerate(names.items()):
+        rows = readings.get(key) or []
+        if not rows:
+            continue
+        t = [r["t"] for r in rows]
+        ax.plot(t, [r["median"] for r in rows], marker="o", ms=3, c=f"C{k}", label=label)
+        ax.fill_between(t, [r["q10"] for r in rows], [r["q90"] for r in rows], color=f"C{k}", alpha=0.15)
+    ax.plot([0, 1], [0, 1], ls="--", c="0.5", lw=1)
+    ax.set_xlabel("nominal time t of the step")
+    ax.set_ylabel("time the criterion picks")
+    ax.set_title(title or f"Time-Shift, {readings['sampler']} T={readings['steps']}, n={readings['n']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)

@@ -10,7 +10,8 @@ import torch
 
 from difflab.cli import main
 from difflab.methods.guidance import ClassifierGuidance, DiscriminatorGuidance, load_classifier, load_discriminator
-from difflab.methods.time_predictor import TimePredictorSampling, load_time_predictor, tp_sample
+from difflab.methods.time_predictor import (ConstantShift, EpsilonScaling, TimePredictorSampling, TimeShiftSampling,
+                                            load_time_predictor, tp_sample)
 from difflab.samplers import generate
 from difflab.train.api import load_model
 
@@ -73,6 +74,40 @@ def test_tp_with_coefficients_equals_algorithm_3_by_hand(runs, tmp_path):
                  "--no-clip", "--device", "cpu", "--out", str(tmp_path / "x.npz"), *Q]) == 0
     got = torch.from_numpy(np.load(tmp_path / "x.npz")["samples"])
     assert torch.equal(got, _by_hand(runs, True, True, False, True, "ancestral", 5, 16, 0))
+
+
+TIME_LAYERS = [
+    (["--time-shift", "0.05", "--ts-cutoff", "0.2", "--ts-data-var", "0.4"],
+     lambda m: TimeShiftSampling(m, 0.4, window=0.05, cutoff=0.2), "dpmpp_2m"),
+    (["--time-shift", "0.05", "--ts-data-var", "0.4", "--time-readout", "x0", "--eps-scale", "1.01,0.02"],
+     lambda m: TimeShiftSampling(EpsilonScaling(m, 1.01, 0.02), 0.4, window=0.05, x0_readout=True), "dpmpp_2m"),
+    (["--time-shift", "0.05", "--ts-data-var", "0.4", "--time-readout", "coefficients"],
+     lambda m: TimeShiftSampling(m, 0.4, window=0.05, use_in_coefficients=True), "ancestral"),
+    (["--t-shift", "0.02"], lambda m: ConstantShift(m, 0.02), "ddim"),
+    (["--tp", "TP", "--tp-window", "0.03"], "tp-window", "ddim"),
+]
+
+
+@pytest.mark.parametrize("flags, make, sampler", TIME_LAYERS, ids=lambda v: "_".join(v) if isinstance(v, list) else "")
+def test_time_layers_equal_the_stack_by_hand(runs, tmp_path, flags, make, sampler):
+    flags = [str(runs / "tp") if f == "TP" else f for f in flags]
+    if make == "tp-window":
+        g = load_time_predictor(runs / "tp").predictor
+        make = lambda m: TimePredictorSampling(m, g, window=0.03)  # noqa: E731
+    assert main(["sample", str(runs / "toy"), "--sampler", sampler, "--steps", "5", "--n", "16", "--batch", "7",
+                 "--no-clip", "--device", "cpu", "--out", str(tmp_path / "x.npz"), *flags, *Q]) == 0
+    got = torch.from_numpy(np.load(tmp_path / "x.npz")["samples"])
+    model = make(load_model(runs / "toy")[0])
+    want = generate(model, (2,), sampler=sampler, steps=5, n=16, seed=0, batch=7, sample_fn=tp_sample)["x"]
+    assert torch.equal(got, want)
+    plain = generate(load_model(runs / "toy")[0], (2,), sampler=sampler, steps=5, n=16, seed=0, batch=7)["x"]
+    assert not torch.allclose(got, plain, atol=1e-5)
+
+
+def test_two_time_layers_are_one_line(runs, tmp_path, capsys):
+    assert main(["sample", str(runs / "toy"), "--t-shift", "0.01", "--time-shift", "0.05", "--ts-data-var", "0.4",
+                 "--out", str(tmp_path / "x.npz"), *Q]) != 0
+    assert "--time-shift and --t-shift each choose the time" in capsys.readouterr().err
 
 
 def test_dg_weight_zero_is_the_plain_sampler_bit_for_bit(runs, tmp_path):
@@ -138,3 +173,21 @@ def test_bench_stack_and_side_by_side_rows_score_the_stack_by_hand(runs, tmp_pat
     bare = [a for a in common if a not in {str(runs / "tp"), str(runs / "dg"), "--tp", "--dg"}]
     assert main(["bench", *bare, "--stack", "--out", str(tmp_path / "e")]) == 2  # --stack without a method
     assert main(["bench", *common, "--cg", str(runs / "cg"), "--label", "1", "--out", str(tmp_path / "c")]) == 2
+
+
+def test_bench_puts_a_time_shift_row_beside_the_plain_one(runs, tmp_path):
+    """`bench --time-shift W` without --stack adds the Time-Shift row (named for it) with its ratio to
+    the plain sampler; its samples are the wrapper's by hand."""
+    import json
+
+    from difflab.metrics.bench import evaluate_samples
+
+    model, cfg, _ = load_model(runs / "toy")
+    assert main(["bench", str(runs / "toy"), "--nfe", "5", "--method-nfe", "5", "--samplers", "ddim", "--n", "40",
+                 "--batch", "7", "--no-peers", "--no-adaptive", "--n-boot", "0", "--device", "cpu", "--time-shift",
+                 "0.1", "--ts-data-var", "0.4", "--eps-scale", "1.02", "--out", str(tmp_path / "b"), *Q]) == 0
+    rows = {(r["model"], r["sampler"], r["nfe"]): r for r in json.loads((tmp_path / "b" / "results.json").read_text())["rows"]}
+    x = generate(TimeShiftSampling(EpsilonScaling(model, 1.02), 0.4, window=0.1), (2,), sampler="ddim", steps=5, n=40,
+                 seed=0, batch=7)["x"]
+    want = evaluate_samples(x, cfg.data.name, n_boot=0)["quality"]
+    assert rows[("TS ±0.1+ε/1.02", "ddim", 5)]["quality"] == want != rows[("difflab", "ddim", 5)]["quality"]

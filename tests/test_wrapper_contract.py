@@ -2,7 +2,7 @@
 an entry in CASES, and a new ModelWrapper subclass without one fails the completeness test.
 
 A no-op instance (zero weight, zero window) changes nothing bit for bit under every sampler; two
-wrappers stack in either order to the same model; and a stack spends exactly one inner-model
+wrappers stack in either order to the same model (except two that both choose the time); and a stack spends exactly one inner-model
 evaluation per sampler evaluation (NFE is counted once).
 """
 import itertools
@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from difflab.methods.guidance import ClassifierGuidance, DiscriminatorGuidance, GradientGuidance
-from difflab.methods.time_predictor import TimePredictorSampling
+from difflab.methods.time_predictor import (ConstantShift, EpsilonScaling, StepTimeMap, TimePredictorSampling,
+                                            TimeShiftSampling)
 from difflab.models import ModelWrapper, exact_mixture_model
 from difflab.process import GaussianDiffusion, VPLinear, linear_betas, ring_mixture
 from difflab.samplers import SAMPLERS, time_grid
@@ -53,6 +54,11 @@ def _g(x):
 CASES = {
     TimePredictorSampling: (lambda m: TimePredictorSampling(m, _g, window=0.0),
                             lambda m: TimePredictorSampling(m, _g, window=0.1)),
+    TimeShiftSampling: (lambda m: TimeShiftSampling(m, 1.0, window=0.0, cutoff=0.1),
+                        lambda m: TimeShiftSampling(m, 1.0, window=0.1, cutoff=0.1)),
+    StepTimeMap: (lambda m: StepTimeMap(m, {0.5: 0.5}), lambda m: StepTimeMap(m, {0.4: 0.43, 0.6: 0.62, 1.0: 0.97})),
+    ConstantShift: (lambda m: ConstantShift(m, 0.0), lambda m: ConstantShift(m, 0.02)),
+    EpsilonScaling: (lambda m: EpsilonScaling(m, 1.0, 0.0), lambda m: EpsilonScaling(m, 1.01, 0.02)),
     DiscriminatorGuidance: (lambda m: DiscriminatorGuidance(m, Logit(), weight=0.0),
                             lambda m: DiscriminatorGuidance(m, Logit(), weight=1.5)),
     ClassifierGuidance: (lambda m: ClassifierGuidance(m, Linear3(), weight=0.0, target=1),
@@ -100,6 +106,10 @@ def test_a_no_op_wrapper_changes_nothing_bit_for_bit(wrapper, name, model):
 
 @pytest.mark.parametrize("a, b", list(itertools.combinations(CASES, 2)), ids=lambda c: c.__name__)
 def test_wrappers_stack_in_either_order(a, b, model):
+    if issubclass(a, TimePredictorSampling) and issubclass(b, TimePredictorSampling):
+        pytest.skip("two time choices do not commute: the outer one's time is the inner one's nominal time")
+    if EpsilonScaling in (a, b) and {a, b} & {DiscriminatorGuidance, ClassifierGuidance}:
+        pytest.skip("ε scaling divides what it is given (the network's ε: innermost), guidance adds a term")
     x, t = _x(), torch.full((12,), 0.4, dtype=F64)
     ab = CASES[a][1](CASES[b][1](model))(x, t)
     ba = CASES[b][1](CASES[a][1](model))(x, t)

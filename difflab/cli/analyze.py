@@ -21,10 +21,11 @@ EXAMPLES = """examples:
   difflab analyze interp runs/digits --out analysis/
   difflab analyze spectrum runs/digits --M 4,6,8,12 --out analysis/               (choose DSNO's M and J)
   difflab analyze density-ratio runs/mnist --disc runs/mnist-dg --n 500 --out analysis/
-  difflab analyze sdedit-curve runs/mnist --source fashion-mnist --disc runs/mnist-dg --t0 0.3,0.5,0.7 --out analysis/"""
+  difflab analyze sdedit-curve runs/mnist --source fashion-mnist --disc runs/mnist-dg --t0 0.3,0.5,0.7 --out analysis/
+  difflab analyze time-shift mnist-ddpm-ext --sampler ddim --steps 10 --window 0.05 --n 256 --out analysis/"""
 
-WHAT = ["sdedit", "sdedit-curve", "posterior", "rate-distortion", "interp", "spectrum", "density-ratio"]
-DEFAULT_N = {"sdedit-curve": 500, "spectrum": 256, "density-ratio": 500}
+WHAT = ["sdedit", "sdedit-curve", "posterior", "rate-distortion", "interp", "spectrum", "density-ratio", "time-shift"]
+DEFAULT_N = {"sdedit-curve": 500, "spectrum": 256, "density-ratio": 500, "time-shift": 256}
 
 
 def register(sub) -> dict:
@@ -47,6 +48,8 @@ def register(sub) -> dict:
     p.add_argument("--dg-weight", type=float, default=1.0)
     p.add_argument("--M", default="4,6,8,12,16", help="spectrum: numbers of recorded times, comma-separated")
     p.add_argument("--threshold", type=float, default=0.99, help="spectrum: energy fraction J modes must keep")
+    p.add_argument("--window", type=float, default=0.05, help="time-shift: the window's half-width in t")
+    p.add_argument("--cutoff", type=float, default=0.0, help="time-shift: no shift at t <= this")
     add_external_args(p)
     return {"analyze": cmd_analyze}
 
@@ -87,6 +90,8 @@ def cmd_analyze(args) -> int:
     result = {"what": args.what, "checkpoint": str(args.checkpoint), "t0": t0s}
     if args.what == "spectrum":
         fig = _spectrum(model, lm, args, n, sampler, g, out, result)
+    elif args.what == "time-shift":
+        fig = _time_shift(model, lm, args, n, sampler, out, result)
     elif args.what in ("density-ratio", "sdedit-curve"):
         fig = _guided_analysis(model, lm, args, n, sampler, t0s, out, result)
     else:
@@ -144,6 +149,23 @@ def _spectrum(model, lm, args, n, sampler, g, out, result):
     return viz.save_curves({f"M={M}": (list(range(len(r["spectrum"]))), r["spectrum"]) for M, r in sp["M"].items()},
                            out / "spectrum.png", "Fourier mode over the M recorded times", "fraction of energy",
                            title=f"PF-ODE trajectory spectrum ({sampler}, {n} trajectories)", logy=True)
+
+
+def _time_shift(model, lm, args, n, sampler, out, result):
+    from difflab import viz
+    from difflab.data import load_dataset
+    from difflab.methods.time_predictor import data_pixel_variance, time_shift_readings
+
+    name, data_dir = lm.data_name(args.data), args.data_dir or lm.data_dir
+    m = data_pixel_variance(load_dataset(name, data_dir, num_samples=10000, image_size=lm.train_image_size).x)
+    test = load_dataset(name, data_dir, split="test", image_size=lm.train_image_size, num_samples=max(n, 1000)).x
+    r = time_shift_readings(model, m, test, sampler=sampler, steps=args.steps, window=args.window,
+                            cutoff=args.cutoff, n=n, seed=args.seed)
+    result.update(r)
+    for a, b, c in zip(r["chosen"], r["read"], r["real"]):
+        print(f"t = {a['t']:.3f}: chosen {a['median']:.3f} [{a['q10']:.3f}, {a['q90']:.3f}], states read "
+              f"{b['median']:.3f}, real images read {c['median']:.3f} [{c['q10']:.3f}, {c['q90']:.3f}]")
+    return viz.save_time_shift(r, out / "time_shift.png")
 
 
 def _guided_analysis(model, lm, args, n, sampler, t0s, out, result):

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.common import add_external_args, add_stack_args, parse_ints
+from difflab.cli.common import TIME_OPTIONS, add_external_args, add_stack_args, parse_ints, stack_from_args, stack_options
 from difflab.cli.options import input_path, output_dir, output_file
 from difflab.errors import ConfigError
 from difflab.loading import load_any
@@ -142,12 +142,10 @@ def cmd_eval(args) -> int:
     else:
         from difflab.metrics.bench import combine_seeds, default_n
 
-        from difflab.compose import build_stack, check_label, stack_generate
+        from difflab.compose import check_label, stack_generate
 
         device = auto_device(args.device)
-        stack = build_stack(args.source, tp=args.tp, tp_coefficients=args.tp_coefficients, tp_clamp=args.tp_clamp,
-                            dg=args.dg, dg_weight=args.dg_weight, dg_window=args.dg_window, cg=args.cg,
-                            cg_scale=args.cg_scale, label=args.label, device=device, flags=getattr(args, "flags", None))
+        stack = stack_from_args(args, device, ref=args.source)
         check_label(stack.num_classes, args.label, guided=args.cg is not None)
         loaded = stack.loaded
         data = loaded.data_name(args.data) if loaded is not None else (args.data or stack.data_name)
@@ -238,10 +236,10 @@ def cmd_bench(args) -> int:
     loaded = load_any(args.checkpoint, flags=args.flags, device=device)
     model, stack = loaded.model, None
     if args.stack:
-        if not (args.tp or args.dg or args.cg):
-            raise ConfigError("--stack wraps every row in --tp / --dg / --cg; pass at least one of them")
-        stack = stack_on(loaded, **_stack_options(args), cg=args.cg, cg_scale=args.cg_scale, label=args.label,
-                         device=device)
+        if not (args.dg or args.cg or any(getattr(args, k) is not None for k in TIME_OPTIONS)):
+            raise ConfigError("--stack wraps every row in the methods (--tp, --time-shift, --t-shift, --eps-scale, "
+                              "--dg, --cg); pass at least one of them")
+        stack = stack_on(loaded, **stack_options(args), device=device)
         check_label(stack.num_classes, args.label, guided=args.cg is not None)
         model = stack.model
     elif args.cg or args.label is not None:
@@ -288,9 +286,15 @@ def cmd_bench(args) -> int:
 METHOD_SAMPLERS = ("euler_maruyama", "ancestral", "ddim")
 
 
-def _stack_options(args) -> dict:
-    return dict(tp=args.tp, tp_coefficients=args.tp_coefficients, tp_clamp=args.tp_clamp, dg=args.dg,
-                dg_weight=args.dg_weight, dg_window=args.dg_window)
+def time_row_name(args) -> str:
+    """The bench row name of the time layer the options ask for ('' for none): TP, TS (Time-Shift),
+    t+ξ, with '+ε' for ε scaling below it."""
+    name = "TP" if args.tp else f"TS ±{args.time_shift:g}" if args.time_shift is not None else (
+        f"t{args.t_shift:+g}" if args.t_shift is not None else "")
+    if args.eps_scale is not None:
+        eps = f"ε/{args.eps_scale[0]:g}" + (f"{args.eps_scale[1]:+g}t" if args.eps_scale[1] else "")
+        name = f"{name}+{eps}" if name else eps
+    return name
 
 
 def method_rows(loaded, args, device, grid: list) -> tuple[dict, dict, tuple]:
@@ -305,19 +309,21 @@ def method_rows(loaded, args, device, grid: list) -> tuple[dict, dict, tuple]:
     method_grid = [(s, k) for k in nfe for s in METHOD_SAMPLERS]
     extra, one_step, peer_nfe = {}, {}, ()
     if not args.stack:
-        opts = _stack_options(args)
+        opts = stack_options(args, cg=False)
         tp_grid = method_grid
-        if args.tp_coefficients:
+        if args.tp_coefficients or args.time_readout == "coefficients":
             from difflab.methods.time_predictor import tp_sample
 
             tp_grid = [(s, k, {"sample_fn": tp_sample}) for s, k in method_grid]
-        if args.tp:
-            extra["TP"] = (stack_on(loaded, **{**opts, "dg": None}, device=device).model, tp_grid)
+        name = time_row_name(args)
+        if name:
+            extra[name] = (stack_on(loaded, **{**opts, "dg": None}, device=device).model, tp_grid)
         if args.dg:
-            extra[f"DG w={args.dg_weight:g}"] = (stack_on(loaded, **{**opts, "tp": None}, device=device).model,
+            plain_time = {k: None for k in TIME_OPTIONS}
+            extra[f"DG w={args.dg_weight:g}"] = (stack_on(loaded, **{**opts, **plain_time}, device=device).model,
                                                 method_grid)
-        if args.tp and args.dg:
-            extra["TP+DG"] = (stack_on(loaded, **opts, device=device).model, tp_grid)
+        if name and args.dg:
+            extra[f"{name}+DG"] = (stack_on(loaded, **opts, device=device).model, tp_grid)
     if args.dsno:
         from difflab.methods.dsno import dsno_sample, load_dsno
 

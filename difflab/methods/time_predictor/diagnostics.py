@@ -113,3 +113,50 @@ def drift_table(drift: dict) -> list[str]:
         gaps = " | ".join(f"{d['gap'][n]:.4f}" for n in names)
         lines.append(f"| {T} | {gaps} | (t={float(t[mid]):.2f}) {at_mid} | {at_end} |")
     return lines
+
+
+def _quantiles(v: torch.Tensor) -> dict:
+    q = torch.quantile(v.to(F64), torch.tensor([0.1, 0.5, 0.9], dtype=F64))
+    return {"q10": float(q[0]), "median": float(q[1]), "q90": float(q[2])}
+
+
+@torch.no_grad()
+def time_shift_readings(model, data_var: float, x0_real: torch.Tensor, *, sampler: str = "ddim", steps: int = 10,
+                        window: float = 0.05, cutoff: float = 0.0, n: int = 256, seed: int = 0) -> dict:
+    """What the Time-Shift criterion chooses, per step of a ``steps``-step ``sampler`` run of ``model``:
+
+    * ``chosen``: the time it evaluates at (window ±``window``, cutoff ``cutoff``), along the run;
+    * ``read``: what the criterion reads from the same states with no window (where it thinks they are);
+    * ``real``: what it reads, with no window, from real images (rows of ``x0_real``) diffused to each
+      nominal time: the noise level a perfect sampler's states would show (its spread and bias at t
+      are the criterion's own error, from image-to-image differences in pixel variance).
+
+    Each entry: per step {"t": nominal, "q10", "median", "q90"} over the n samples. The run is the
+    Time-Shift sampler's own (its states follow the shifted evaluations)."""
+    from difflab.samplers import SAMPLERS
+
+    from .shift import TimeShiftSampling
+
+    ts = TimeShiftSampling(model, data_var, window=window, cutoff=cutoff, record=True)
+    reader = TimeShiftSampling(model, data_var, window=1.0, cutoff=0.0)
+    grid = time_grid(model.schedule, steps)
+    x_T = torch.randn((n, *x0_real.shape[1:]), generator=torch.Generator().manual_seed(seed))
+    states = [(float(grid[0]), x_T)]
+    SAMPLERS[sampler](ts, x_T, grid, generator=torch.Generator().manual_seed(seed + 1),
+                      callback=lambda i, t, x, x0: states.append((float(grid[i + 1]), x)))
+    out = {"window": window, "cutoff": cutoff, "sampler": sampler, "steps": steps, "n": n, "data_var": data_var,
+           "chosen": [], "read": [], "real": []}
+    for nominal, chosen in ts.history:
+        if not out["chosen"] or out["chosen"][-1]["t"] != float(nominal[0]):
+            out["chosen"].append({"t": float(nominal[0]), **_quantiles(chosen)})
+    g = torch.Generator().manual_seed(seed + 2)
+    real = x0_real[torch.randperm(len(x0_real), generator=g)[:n]].to(F64)
+    for t, x in states:
+        if t <= 0:
+            continue
+        nominal = torch.full((n,), t, dtype=F64)
+        out["read"].append({"t": t, **_quantiles(reader.choose_time(x, nominal))})
+        tt = torch.tensor(t, dtype=F64)
+        xt = model.schedule.alpha(tt) * real + model.schedule.sigma(tt) * torch.randn(real.shape, generator=g, dtype=F64)
+        out["real"].append({"t": t, **_quantiles(reader.choose_time(xt, nominal[:len(real)]))})
+    return out

@@ -13,7 +13,7 @@ from difflab.metrics.toy import toy_metrics
 from difflab.metrics.references import PAPER_FIDS, PAPER_RATIOS
 
 from .sampling import tp_sample
-from .wrapper import TimePredictorSampling
+from .wrapper import TimePredictorSampling, wants_per_sample_coefficients
 
 REFERENCE_FID = {"original_T10": PAPER_FIDS["TP"][1], "tp_T10": PAPER_FIDS["TP"][0]}  # CIFAR-10 VP-SDE, EM
 REFERENCE_RATIO = PAPER_RATIOS["TP"]  # 0.42
@@ -28,19 +28,27 @@ def _sample_x(model, shape, sampler, steps, n, seed, dtype=torch.float32, **opts
 
 def toy_sampling_rows(models: dict, predictors: dict, mixture, *, samplers=("euler_maruyama", "ancestral", "ddim"),
                       steps=(5, 10, 20, 50), n: int = 2000, seed: int = 0, coefficients=(False,),
+                      wrappers: dict[str, Callable] | None = None,
                       progress: Callable[[str], None] | None = None) -> list[dict]:
     """Exact toy metrics (mean log-density, sliced W2, MMD², modes) of every (model, sampler, T),
-    original and TP with every predictor (and coefficient mode). Same initial noise and sampler
-    noise for all variants of a (sampler, T). One dict per run; ``blown_up`` is the fraction of
-    samples that blew up (non-finite or a coordinate beyond ±100; the metrics are over the others)."""
+    original and TP with every predictor (and coefficient mode), and every ``wrappers`` variant
+    (name -> a function making the wrapped model from the model: Time-Shift, a shift, ε scaling; its
+    coefficient mode is the wrapper's own). Same initial noise and sampler noise for all variants of
+    a (sampler, T). One dict per run; ``blown_up`` is the fraction of samples that blew up
+    (non-finite or a coordinate beyond ±100; the metrics are over the others)."""
     rows = []
     for mname, model in models.items():
         for s in samplers:
             for T in steps:
                 variants = [("original", None, False)] + [(p, g, c) for p in predictors for g in [predictors[p]]
                                                           for c in coefficients]
+                variants += [(w, make, None) for w, make in (wrappers or {}).items()]
                 for pname, g, coef in variants:
-                    m = model if g is None else TimePredictorSampling(model, g, use_in_coefficients=coef)
+                    if coef is None:  # a wrapper variant
+                        m = g(model)
+                        coef = wants_per_sample_coefficients(m)
+                    else:
+                        m = model if g is None else TimePredictorSampling(model, g, use_in_coefficients=coef)
                     t0 = time.perf_counter()
                     x = _sample_x(m, (mixture.dim,), s, T, n, seed)
                     # A feedback loop can blow samples up (g(x) -> 1 makes x̂0 = (x - σ ε̂) / α(1) ill-conditioned):
