@@ -42,12 +42,12 @@ def variant_options(text: str) -> dict | None:
 
 def calibrated_stack(loaded, text: str, sampler: str, steps: int, data_dir):
     """The ``calibrated W [readout]`` variant's stack for this sampler and T."""
-    from difflab.compose import SamplingStack, _data_pixel_variance
+    from difflab.compose import SamplingStack, training_pixel_variance
     from difflab.methods.time_predictor import StepTimeMap, calibrate_step_times
 
     words = text.split()
     window, readout = float(words[1]), (words[2] if len(words) > 2 else "input")
-    m = _data_pixel_variance(loaded, data_dir)
+    m = training_pixel_variance(loaded, data_dir)
     mapping = calibrate_step_times(loaded.model, m, tuple(loaded.data_shape), sampler=sampler, steps=steps,
                                    window=window, n=512)
     model = StepTimeMap(loaded.model, mapping, x0_readout=readout == "x0",

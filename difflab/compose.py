@@ -148,7 +148,7 @@ def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_
     if time_shift is not None:
         from difflab.methods.time_predictor import TimeShiftSampling
 
-        m = ts_data_var if ts_data_var is not None else _data_pixel_variance(loaded, data_dir)
+        m = ts_data_var if ts_data_var is not None else training_pixel_variance(loaded, data_dir)
         model = TimeShiftSampling(model, m, window=time_shift, cutoff=ts_cutoff, **how)
         parts.append(f"Time-Shift (window ±{time_shift:g}, cutoff {ts_cutoff:g}, m = {m:.4f}"
                      f"{readout[time_readout if not tp_coefficients else 'coefficients']})")
@@ -176,12 +176,13 @@ def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_
                          num_classes=loaded.num_classes, tp_coefficients=coefficients)
 
 
-def _data_pixel_variance(loaded: LoadedModel, data_dir) -> float:
-    """Time-Shift's m on the model's own training data (10,000 images, a fixed shuffle)."""
+def training_pixel_variance(loaded: LoadedModel, data_dir=None, data: str | None = None) -> float:
+    """Time-Shift's m on the model's own training data (``data`` for an imported model; 10,000 images,
+    a fixed shuffle)."""
     from difflab.data import load_dataset
     from difflab.methods.time_predictor import data_pixel_variance
 
-    name = loaded.data_name(None, flag="--ts-data-var M (the data's mean per-sample pixel variance)")
+    name = loaded.data_name(data, flag="--ts-data-var M (the data's mean per-sample pixel variance)")
     ds = load_dataset(name, data_dir=data_dir, num_samples=10000, image_size=loaded.train_image_size)
     return data_pixel_variance(ds.x)
 
@@ -234,4 +235,5 @@ def stack_generate(stack: SamplingStack, *, sampler: str = "ddim", steps: int = 
     return {"x": torch.cat(xs), "trajectory": traj, "nfe": 1, "seconds": secs, "seconds_per_sample": secs / n}
 
 
-__all__ = ["SamplingStack", "build_stack", "check_label", "checkpoint_kind", "stack_generate", "stack_on"]
+__all__ = ["SamplingStack", "build_stack", "check_label", "checkpoint_kind", "stack_generate", "stack_on",
+           "training_pixel_variance"]

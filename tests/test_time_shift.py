@@ -172,3 +172,17 @@ def test_calibrated_step_times_read_the_noise_level_of_the_pilot_states():
     wrapped = StepTimeMap(model, biased)
     t0 = sorted(mid)[3]
     assert float(wrapped(_q(t0, 4, seed=1), torch.full((4,), t0, dtype=F64)).t[0]) == biased[t0]
+
+
+def test_time_shift_readings_read_diffused_real_data_at_its_own_time_and_stay_in_the_window():
+    from difflab.methods.time_predictor import time_shift_readings
+
+    m = _closed_form_m(MIX)
+    model = exact_mixture_model(MIX, DISCRETE)
+    r = time_shift_readings(model, m, _data(512, torch.Generator().manual_seed(9)).float(), sampler="ddim", steps=10,
+                            window=0.05, n=128)
+    assert len(r["chosen"]) == 10 and len(r["real"]) == 10
+    for c in r["chosen"]:
+        assert c["t"] - 0.05 - 1e-9 <= c["q10"] <= c["median"] <= c["q90"] <= c["t"] + 0.05 + 1e-9
+    steep = [x for x in r["real"] if 0.1 <= x["t"] <= 0.3]
+    assert steep and all(abs(x["median"] - x["t"]) < 0.03 for x in steep)

@@ -154,10 +154,11 @@ def _spectrum(model, lm, args, n, sampler, g, out, result):
 def _time_shift(model, lm, args, n, sampler, out, result):
     from difflab import viz
     from difflab.data import load_dataset
-    from difflab.methods.time_predictor import data_pixel_variance, time_shift_readings
+    from difflab.compose import training_pixel_variance
+    from difflab.methods.time_predictor import time_shift_readings
 
     name, data_dir = lm.data_name(args.data), args.data_dir or lm.data_dir
-    m = data_pixel_variance(load_dataset(name, data_dir, num_samples=10000, image_size=lm.train_image_size).x)
+    m = training_pixel_variance(lm, data_dir, data=args.data)
     test = load_dataset(name, data_dir, split="test", image_size=lm.train_image_size, num_samples=max(n, 1000)).x
     r = time_shift_readings(model, m, test, sampler=sampler, steps=args.steps, window=args.window,
                             cutoff=args.cutoff, n=n, seed=args.seed)

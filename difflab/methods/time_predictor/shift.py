@@ -84,15 +84,27 @@ class TimeShiftSampling(TimePredictorSampling):
             cand = torch.linspace(self.clamp[0], 1.0, int(resolution), dtype=F64)
         self.candidates = cand[(cand >= self.clamp[0]) & (cand <= self.clamp[1])]
 
+    def _candidate_variances(self, dim: int) -> torch.Tensor:
+        """v(τ) at every candidate time for data of ``dim`` coordinates (computed once per dim)."""
+        cache = self.__dict__.setdefault("_v", {})
+        if dim not in cache:
+            cache[dim] = marginal_pixel_variance(self.schedule, self.candidates, self.data_var, dim)
+        return cache[dim]
+
+    def match(self, s2: torch.Tensor, nominal: torch.Tensor, dim: int) -> torch.Tensor:
+        """(B,) float64: for pixel variances s2 (B,) at nominal times (B,), the time within the window
+        (candidates and the nominal time itself) whose v(τ) is closest; ties go to the nominal time."""
+        cand = torch.cat([nominal[:, None], self.candidates.expand(nominal.shape[0], -1)], dim=1)  # (B, 1 + K)
+        v = torch.cat([marginal_pixel_variance(self.schedule, nominal, self.data_var, dim)[:, None],
+                       self._candidate_variances(dim).expand(nominal.shape[0], -1)], dim=1)
+        cost = (s2[:, None] - v).abs().masked_fill((cand - nominal[:, None]).abs() > self.window + 1e-12, float("inf"))
+        return cand.gather(1, cost.argmin(dim=1, keepdim=True)).squeeze(1)  # argmin: first minimum = nominal on ties
+
     def choose_time(self, x: torch.Tensor, nominal: torch.Tensor) -> torch.Tensor:
         nominal = nominal.detach().to("cpu", F64)
         if self.window == 0:
             return nominal.to(x.device)
-        dim = x[0].numel()
-        cand = torch.cat([nominal[:, None], self.candidates.expand(nominal.shape[0], -1)], dim=1)  # (B, 1 + K)
-        cost = (pixel_variance(x).cpu()[:, None] - marginal_pixel_variance(self.schedule, cand, self.data_var, dim)).abs()
-        cost = cost.masked_fill((cand - nominal[:, None]).abs() > self.window + 1e-12, float("inf"))
-        chosen = cand.gather(1, cost.argmin(dim=1, keepdim=True)).squeeze(1)  # argmin: first minimum = nominal on ties
+        chosen = self.match(pixel_variance(x).cpu(), nominal, x[0].numel())
         return torch.where(nominal > self.cutoff, chosen, nominal).to(x.device)
 
 
@@ -138,16 +150,10 @@ def calibrate_step_times(model, data_var: float, shape, *, sampler: str = "ddim"
                       callback=lambda i, t, xs, x0: states.__setitem__(float(grid[i + 1]), xs), **options)
     probe = TimeShiftSampling(model, data_var, window=window, cutoff=cutoff)
     dim = int(torch.tensor(shape).prod())
-    out = {}
-    for t, xs in states.items():
-        if t <= cutoff or t <= 0:
-            continue
-        s2 = float(pixel_variance(xs).mean())
-        cand = probe.candidates[(probe.candidates - t).abs() <= window + 1e-12]
-        cand = torch.cat([torch.tensor([t], dtype=F64), cand])
-        cost = (s2 - marginal_pixel_variance(model.schedule, cand, data_var, dim)).abs()
-        out[t] = float(cand[int(cost.argmin())])
-    return out
+    times = [t for t in states if t > cutoff and t > 0]
+    s2 = torch.tensor([float(pixel_variance(states[t]).mean()) for t in times], dtype=F64)
+    chosen = probe.match(s2, torch.tensor(times, dtype=F64), dim)
+    return dict(zip(times, chosen.tolist()))
 
 
 class ConstantShift(TimePredictorSampling):
