@@ -109,6 +109,8 @@ CASES = [
     ("dsno-sample mnist-dsno --out {tmp}/x.gif", "expected a file ending in"),
     ("dsno-data toy-ddpm --n 10 --M 0 --out {tmp}/tr", "--M: '0'"),
     ("dsno-data toy-ddpm --n 0 --M 4 --out {tmp}/tr", "--n: '0'"),
+    ("dsno-data toy-ddpm --n 4 --M 4 --sampler pf_heun --clip --out {tmp}/tr", "sampler = 'pf_heun' steps on ε"),
+    ("dsno-data toy-ddpm --n 4 --M 4 --refine sigma --out {tmp}/tr", "--refine: invalid choice: 'sigma'"),
     ("dsno-train toy-ddpm --data {tmp}/no-bank --out {tmp}/ds", "--data: '"),
     # eval / bench / nll
     ("eval {txt}", "pass --data NAME"),

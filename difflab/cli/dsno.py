@@ -13,7 +13,8 @@ from difflab.cli.options import input_path, output_dir, output_file
 from difflab.errors import CheckpointError
 from difflab.io.samples import save_samples
 from difflab.loading import load_any
-from difflab.methods.dsno import (DEFAULT_MAX_WEIGHT, LOSSES, ODE_SAMPLERS, READOUTS, SPACINGS, bank_meta,
+from difflab.methods.dsno import (DEFAULT_MAX_WEIGHT, LOSSES, ODE_SAMPLERS, READOUTS, REFINES, SPACINGS, WEIGHTINGS,
+                                  bank_meta,
                                   generate_trajectories, train_dsno)
 from difflab.train.distributed import auto_device
 
@@ -43,7 +44,9 @@ def register(sub) -> dict:
     p.add_argument("--spacing", default="quadratic", choices=SPACINGS)
     p.add_argument("--sampler", default="pf_heun", choices=ODE_SAMPLERS)
     p.add_argument("--steps", type=int, default=64, help="solver steps (the grid refines the M times)")
-    p.add_argument("--clip", action="store_true", help="DDIM: clip x̂0 to [-1, 1] at every step (images)")
+    p.add_argument("--refine", default="t", choices=REFINES,
+                   help="cut each interval between recorded times into equal steps in t or in log-SNR (DPM-Solver's)")
+    p.add_argument("--clip", action="store_true", help="clip x̂0 to [-1, 1] at every step (images; not pf_euler/pf_heun)")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch", type=int, default=None, help="trajectories per solver batch (default: a shard)")
     p.add_argument("--seed", type=int, default=0)
@@ -61,7 +64,12 @@ def register(sub) -> dict:
     p.add_argument("--modes", type=int, default=3, help="Fourier modes J kept by every temporal block")
     p.add_argument("--readout", default="x0", choices=READOUTS)
     p.add_argument("--loss", default="l1", choices=LOSSES)
-    p.add_argument("--max-weight", type=float, default=DEFAULT_MAX_WEIGHT, help="clamp of λ(t) = α_t/σ_t")
+    p.add_argument("--max-weight", type=float, default=DEFAULT_MAX_WEIGHT, help="upper clamp of the time weight λ(t)")
+    p.add_argument("--weighting", default="snr", choices=WEIGHTINGS, help="λ(t) = α_t/σ_t (the paper's), uniform, or relative (1 / how far the bank's trajectories moved from x_T by t)")
+    p.add_argument("--min-weight", type=float, default=0.0, help="floor of λ(t): keeps the early times in the loss")
+    p.add_argument("--heldout", type=input_path, default=None,
+                   help="a bank of other seeds: its RMS error per time is logged to OUT/heldout.jsonl")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations (with --heldout)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="train.KEY=VALUE")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -87,7 +95,7 @@ def cmd_dsno_data(args) -> int:
                else {"source": lm.source})
     out = generate_trajectories(lm.model, args.out, args.n, args.M, args.spacing, args.sampler, args.steps,
                                 args.shard_size, args.seed, shape=lm.data_shape, batch_size=args.batch, device=device,
-                                clip_denoised=args.clip, teacher=teacher,
+                                clip_denoised=args.clip, refine=args.refine, teacher=teacher,
                                 progress=not args.no_progress)
     meta = bank_meta(out)
     print(f"{meta['n']} trajectories x {meta['M']} times ({meta['sampler']}, {meta['steps']} steps) in "
@@ -98,11 +106,18 @@ def cmd_dsno_data(args) -> int:
 def cmd_dsno_train(args) -> int:
     res = train_dsno(args.checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                      modes=args.modes, readout=args.readout, loss=args.loss, max_weight=args.max_weight,
-                     overrides=args.overrides, resume=args.resume, progress=not args.no_progress)
+                     weighting=args.weighting, min_weight=args.min_weight, heldout_dir=args.heldout,
+                     eval_every=args.eval_every, overrides=args.overrides, resume=args.resume, progress=not args.no_progress)
     o = res["param_overhead"]
     print(f"trained to step {res['final_step']} (loss {res['last_loss']:.4f}); temporal blocks add "
           f"{o['temporal_params']:,} parameters to {o['backbone_params']:,} ({o['overhead_pct']:.1f}%); "
           f"checkpoint {res['checkpoint']}")
+    if "heldout_error" in res:
+        from difflab.methods.dsno import read_heldout
+
+        errs = ", ".join(f"{e:.4f}" for e in res["heldout_error"])
+        plot = viz.save_heldout_curve(read_heldout(args.out), Path(args.out) / "heldout.png")
+        print(f"held-out RMS error per time: {errs} ({Path(args.out) / 'heldout.jsonl'}, {plot})")
     return 0
 
 

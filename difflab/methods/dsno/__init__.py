@@ -18,14 +18,15 @@ Modules, one layer each: :mod:`.times` (time grids), :mod:`.bank` (the trajector
 """
 from .bank import ODE_SAMPLERS, TrajectoryDataset, bank_meta, generate_trajectories, noise_from_seeds, noise_seeds
 from .model import DSNO, READOUTS, build_dsno, build_dsno_from_config, dsno_from_teacher, parameter_overhead
-from .objective import DEFAULT_MAX_WEIGHT, KIND, LOSSES, DSNOObjective, loss_weights, trajectory_error
+from .objective import (DEFAULT_MAX_WEIGHT, KIND, LOSSES, WEIGHTINGS, DSNOObjective, loss_weights, trajectory_error,
+                        x_T_baseline)
 from .sampler import dsno_sample
 from .spectrum import mode_energy_fraction, trajectory_spectrum
-from .times import SPACINGS, refine_grid, trajectory_times
-from .training import fit_dsno, load_dsno, train_dsno
+from .times import REFINES, SPACINGS, refine_grid, trajectory_times
+from .training import HELDOUT_LOG, fit_dsno, heldout_error, load_dsno, read_heldout, train_dsno
 
 __all__ = [
-    "DEFAULT_MAX_WEIGHT", "DSNO", "DSNOObjective", "KIND", "LOSSES", "ODE_SAMPLERS", "READOUTS", "SPACINGS",
+    "DEFAULT_MAX_WEIGHT", "DSNO", "DSNOObjective", "KIND", "LOSSES", "ODE_SAMPLERS", "READOUTS", "REFINES", "SPACINGS", "WEIGHTINGS", "HELDOUT_LOG", "heldout_error", "read_heldout", "x_T_baseline",
     "TrajectoryDataset", "bank_meta", "build_dsno", "build_dsno_from_config", "dsno_from_teacher", "dsno_sample",
     "fit_dsno", "generate_trajectories", "load_dsno", "loss_weights", "mode_energy_fraction", "noise_from_seeds",
     "noise_seeds", "parameter_overhead", "refine_grid", "trajectory_error", "trajectory_spectrum", "trajectory_times",

@@ -22,12 +22,13 @@ from difflab.samplers.noise import PerSampleNoise
 from difflab.samplers import SAMPLERS
 
 from .model import teacher_data_shape
-from .times import refine_grid, trajectory_times
+from .times import REFINES, refine_grid, trajectory_times
 
 from difflab.process.schedules import F64
 BANK_KIND = "difflab-dsno-trajectories"
 TEACHER = "teacher.json"
-ODE_SAMPLERS = ("pf_heun", "ddim", "pf_euler")  # deterministic: DSNO learns the map x_T -> trajectory
+# deterministic: DSNO learns the map x_T -> trajectory; the multistep solvers are the few-step teachers (#16)
+ODE_SAMPLERS = ("pf_heun", "ddim", "pf_euler", "dpmpp_2m", "dpmpp_3m", "unipc")
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}  # what .npz can hold
 _HINT = "rerun the same dsno-data command to finish the bank"
 
@@ -47,15 +48,17 @@ def noise_from_seeds(seeds: torch.Tensor, shape: Sequence[int], dtype=torch.floa
 def generate_trajectories(model, out_dir: str | os.PathLike, n: int, M: int, spacing: str = "quadratic",
                           sampler: str = "pf_heun", steps: int = 64, shard_size: int = 1000, seed: int = 0, *,
                           shape: Sequence[int] | None = None, batch_size: int | None = None,
-                          dtype=torch.float32, device="cpu", clip_denoised: bool = False, teacher: dict | None = None,
-                          progress: bool = True) -> Path:
+                          dtype=torch.float32, device="cpu", clip_denoised: bool = False, refine: str = "t",
+                          teacher: dict | None = None, progress: bool = True) -> Path:
     """Record teacher ODE trajectories at M times, in resumable shards; returns ``out_dir``.
 
     Sample i starts from x_T = randn(shape) drawn from its own seed (:func:`noise_seeds`), and is solved
-    by ``sampler`` ('pf_heun', 'ddim' (η = 0) or 'pf_euler') on a grid of about ``steps`` intervals that
-    refines the M recorded times (:func:`refine_grid`), so the times are hit exactly; the recorded
-    trajectory always includes t = 1 (x_T itself) and t = 0 (the sample). ``clip_denoised`` (DDIM only)
-    clips x̂0 to [-1, 1] at every step, as image samplers do; the map x_T -> trajectory stays deterministic.
+    by ``sampler`` (one of :data:`ODE_SAMPLERS`: 'pf_heun', 'ddim' (η = 0), 'pf_euler', or the multistep
+    'dpmpp_2m', 'dpmpp_3m', 'unipc') on a grid of about ``steps`` intervals that refines the M recorded
+    times (:func:`refine_grid`, equal steps in t or, ``refine="logsnr"``, in log-SNR), so the times are hit
+    exactly; the recorded trajectory always includes t = 1 (x_T itself) and t = 0 (the sample).
+    ``clip_denoised`` clips x̂0 to [-1, 1] at every step, as image samplers do (not PF-Euler/Heun, which
+    step on ε); the map x_T -> trajectory stays deterministic.
 
     A rerun with the same settings skips every shard that verifies (resume after a kill; a larger ``n`` adds
     shards); different settings are refused with one line. ``teacher`` is any JSON-able description, stored
@@ -64,8 +67,10 @@ def generate_trajectories(model, out_dir: str | os.PathLike, n: int, M: int, spa
     if sampler not in ODE_SAMPLERS:
         raise ConfigError(f"sampler = {sampler!r}; DSNO learns a deterministic ODE map, expected one of "
                           f"{', '.join(ODE_SAMPLERS)}")
-    if clip_denoised and sampler != "ddim":
-        raise ConfigError(f"clip_denoised is a DDIM option; sampler = {sampler!r} has none")
+    if clip_denoised and sampler in ("pf_heun", "pf_euler"):
+        raise ConfigError(f"clip_denoised clips x̂0; sampler = {sampler!r} steps on ε and has no such option")
+    if refine not in REFINES:
+        raise ConfigError(f"refine = {refine!r}; expected one of {', '.join(REFINES)}")
     if n < 1 or shard_size < 1 or steps < 1:
         raise ConfigError(f"n = {n}, shard_size = {shard_size}, steps = {steps}; expected positive integers")
     dtype_name = str(dtype).replace("torch.", "")
@@ -75,10 +80,12 @@ def generate_trajectories(model, out_dir: str | os.PathLike, n: int, M: int, spa
     if not shape:
         raise ConfigError("cannot tell the data shape of this model; pass shape=(D,) or (C, H, W)")
     times = trajectory_times(M, spacing)
-    grid, idx = refine_grid(times, steps)
+    grid, idx = refine_grid(times, steps, refine, model.schedule)
     settings = {"bank": BANK_KIND, "M": int(M), "spacing": spacing, "times": times.tolist(), "sampler": sampler,
                 "steps": len(grid) - 1, "seed": int(seed), "shape": list(shape), "dtype": dtype_name,
                 "clip_denoised": bool(clip_denoised)}
+    if refine != "t":  # a bank written before `refine` existed resumes under the same settings
+        settings["refine"] = refine
     batch = batch_size or shard_size
     solve = SAMPLERS[sampler]
     opts = {"clip_denoised": True} if clip_denoised else {}

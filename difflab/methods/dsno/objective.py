@@ -13,17 +13,39 @@ from difflab.train.objectives import Objective
 from difflab.process.schedules import F64
 KIND = "dsno"
 LOSSES = ("l1", "l2")
+WEIGHTINGS = ("snr", "uniform", "relative")
 # λ(t) = α/σ is infinite at t = 0; 100 is its value at a DDPM's first trained step (t = 1e-3), so the sample
 # weighs most, as the one-step sampler needs (10 gave better mid-trajectory but worse final errors in a toy trial).
 DEFAULT_MAX_WEIGHT = 100.0
 
-__all__ = ["DEFAULT_MAX_WEIGHT", "DSNOObjective", "KIND", "LOSSES", "loss_weights", "trajectory_error"]
+__all__ = ["DEFAULT_MAX_WEIGHT", "DSNOObjective", "KIND", "LOSSES", "WEIGHTINGS", "loss_weights", "trajectory_error", "x_T_baseline"]
 
 
-def loss_weights(schedule, times, max_weight: float = DEFAULT_MAX_WEIGHT) -> torch.Tensor:
-    """λ(t_m) = α_m / σ_m clamped to ``max_weight`` (σ = 0 at t = 0), (M,) float64, normalised to sum 1."""
+def loss_weights(schedule, times, max_weight: float = DEFAULT_MAX_WEIGHT, weighting: str = "snr",
+                 min_weight: float = 0.0, baseline=None) -> torch.Tensor:
+    """(M,) float64 weights normalised to sum 1: λ(t_m) = α_m / σ_m ("snr"; σ = 0 at t = 0), 1 ("uniform") or
+    max(b) / b_m ("relative"; ``baseline`` b (M,) the RMS distance of the bank's x(t_m) from x_T, see
+    :func:`trajectory_error`; at t = 1, b = 0 and λ is the clamp), clamped to [``min_weight``, ``max_weight``].
+    A floor keeps the early times in the loss: under "snr" they weigh almost nothing (λ(0.5) = 0.29 against 100
+    at the sample); "relative" weighs where the trajectory has barely moved most, where predicting x_T is hard
+    to beat."""
+    if weighting not in WEIGHTINGS:
+        raise ConfigError(f"weighting = {weighting!r}; expected one of {', '.join(WEIGHTINGS)}")
+    if not 0 <= min_weight <= max_weight:
+        raise ConfigError(f"min_weight = {min_weight}, max_weight = {max_weight}; expected 0 <= min_weight <= max_weight")
     t = torch.as_tensor(times, dtype=F64)
-    lam = (schedule.alpha(t) / schedule.sigma(t).clamp_min(1e-12)).clamp(max=max_weight)
+    if weighting == "relative":
+        if baseline is None:
+            raise ConfigError("weighting = 'relative' needs the bank's baseline distances b_m (DSNOObjective(baseline=...))")
+        b = torch.as_tensor(baseline, dtype=F64).reshape(-1)
+        if b.shape != t.shape or not bool((b >= 0).all()) or float(b.max()) <= 0:
+            raise ConfigError(f"baseline = {b.tolist()}: expected {len(t)} non-negative distances, not all 0")
+        lam = b.max() / b.clamp_min(1e-300)
+    elif weighting == "snr":
+        lam = schedule.alpha(t) / schedule.sigma(t).clamp_min(1e-12)
+    else:
+        lam = torch.ones_like(t)
+    lam = lam.clamp(min=min_weight, max=max_weight)
     return lam / lam.sum()
 
 
@@ -37,11 +59,12 @@ class DSNOObjective(Objective):
 
     kind = KIND
 
-    def __init__(self, schedule, times, loss: str = "l1", max_weight: float = DEFAULT_MAX_WEIGHT):
+    def __init__(self, schedule, times, loss: str = "l1", max_weight: float = DEFAULT_MAX_WEIGHT,
+                 weighting: str = "snr", min_weight: float = 0.0, baseline=None):
         if loss not in LOSSES:
             raise ConfigError(f"loss = {loss!r}; expected one of {', '.join(LOSSES)}")
         self.loss_type = loss
-        self.weights = loss_weights(schedule, times, max_weight)
+        self.weights = loss_weights(schedule, times, max_weight, weighting, min_weight, baseline)
 
     def loss(self, module, x, y, draws):
         pred = module(x)
@@ -51,6 +74,12 @@ class DSNOObjective(Objective):
         err = d.abs().mean(2) if self.loss_type == "l1" else d.pow(2).mean(2)  # (B, M)
         loss = (err * self.weights.to(err)).sum(1)
         return loss, {"err_mean": err.detach().mean(), "err_final": err.detach()[:, -1].mean()}
+
+
+def x_T_baseline(x_T: torch.Tensor, traj: torch.Tensor) -> torch.Tensor:
+    """(M,) float64: the RMS error per time of the trivial predictor x(t_m) = x_T, i.e. how far the trajectories
+    (N, M, ...) have moved from their start (N, ...) by each time."""
+    return trajectory_error(x_T.unsqueeze(1).expand_as(traj), traj)
 
 
 def trajectory_error(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
