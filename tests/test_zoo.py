@@ -125,14 +125,15 @@ def test_quickstart_mnist_zoo_section_without_data(tmp_path, monkeypatch):
 
 @pytest.mark.skipif("mnist-dsno" not in zoo.zoo_names(), reason="mnist-dsno not shipped")
 def test_shipped_mnist_dsno_decodes_a_trajectory_in_one_evaluation():
-    """The shipped DSNO: one evaluation gives M = 6 states from x_T to the sample, starting exactly at x_T
+    """The shipped DSNO: one evaluation gives M = 4 states from x_T to the sample, starting exactly at x_T
     (its readout places x̂0 on the DDIM path from x_T, exact at t = 1), with < 10% extra parameters."""
     from difflab.methods.dsno import dsno_sample, load_dsno, parameter_overhead
 
     dsno, cfg, _ = load_dsno("mnist-dsno")
     x_T = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     r = dsno_sample(dsno, x_T, return_trajectory=True)
-    assert r.nfe == 1 and r.trajectory.shape == (6, 4, 1, 28, 28) and torch.isfinite(r.x).all()
+    assert r.nfe == 1 and r.trajectory.shape == (4, 4, 1, 28, 28) and torch.isfinite(r.x).all()
+    assert cfg["teacher_checkpoint"] == "mnist-ddpm-ext" and cfg["objective"]["weighting"] == "snr"
     torch.testing.assert_close(r.trajectory[0], x_T, atol=1e-5, rtol=0)
     assert parameter_overhead(dsno)["overhead_pct"] < 10
 

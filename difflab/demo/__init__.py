@@ -156,7 +156,7 @@ def _mnist_arms(shipped: set) -> list[tuple]:
     if "mnist-dsno" in shipped:
         from difflab.methods.dsno import load_dsno
 
-        arms.append(("mnist-ddpm", "DSNO", load_dsno("mnist-dsno")[0], "dsno"))
+        arms.append(("mnist-ddpm-ext", "DSNO", load_dsno("mnist-dsno")[0], "dsno"))  # its teacher
     return arms
 
 
