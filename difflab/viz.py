@@ -192,24 +192,3 @@ def save_time_shift(readings: dict, path, title: str = "") -> Path:
     ax.legend(fontsize=7)
     return save_figure(fig, path)
 
-
-def save_heldout_curve(rows: list, path, title: str = "") -> Path:
-    """DSNO's held-out RMS trajectory error against training step, one line per recorded time t_m < 1, each
-    beside its x_T predictor's error (dotted): the curve from which a run's length and checkpoint are chosen
-    (rows as :func:`difflab.methods.dsno.read_heldout` returns them)."""
-    plt = _mpl()
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    steps = [r["step"] for r in rows]
-    times = rows[0]["times"]
-    for m, t in enumerate(times):
-        if t >= 1:
-            continue
-        ax.plot(steps, [r["rms"][m] for r in rows], marker="o", ms=3, c=f"C{m}", label=f"t = {t:.3f}")
-        ax.axhline(rows[0]["x_T_rms"][m], ls=":", c=f"C{m}", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("held-out RMS error vs the teacher (dotted: x_T)")
-    ax.set_title(title or f"DSNO held-out trajectory error, n = {rows[0]['n']}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)

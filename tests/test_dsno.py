@@ -19,7 +19,7 @@ from difflab.models import DiffusionModel, exact_mixture_model
 from difflab.nets import MLP, unet_from_preset
 from difflab.nets.temporal import MLPOperator, TemporalConv, UNetOperator, circular_kernel
 from difflab.process import GaussianDiffusion, VPLinear, linear_betas
-from difflab.samplers import dpmpp_2m, pf_heun
+from difflab.samplers import pf_heun
 
 F64 = torch.float64
 
@@ -156,15 +156,18 @@ def test_logsnr_refinement_is_uniform_in_log_snr_between_recorded_times():
         refine_grid(times, 12, "sigma", sched)
 
 
-def test_bank_with_a_multistep_teacher_is_that_solver_on_the_refined_grid(tmp_path):
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "dpmpp_3m", "unipc"])
+def test_bank_with_a_multistep_teacher_is_that_solver_on_the_refined_grid(tmp_path, sampler):
+    from difflab.samplers import SAMPLERS
+
     model = exact_mixture_model(toy_mixture("toy:ring8"), VPLinear())
-    generate_trajectories(model, tmp_path, n=6, M=4, sampler="dpmpp_2m", refine="logsnr", steps=9, shard_size=6,
+    generate_trajectories(model, tmp_path, n=6, M=4, sampler=sampler, refine="logsnr", steps=9, shard_size=6,
                           seed=2, shape=(2,), progress=False)
     ds = TrajectoryDataset(tmp_path)
     grid, idx = refine_grid(ds.times, 9, "logsnr", model.schedule)
-    r = dpmpp_2m(model, ds.x, grid, return_trajectory=True)
+    r = SAMPLERS[sampler](model, ds.x, grid, return_trajectory=True)
     assert torch.allclose(ds.y, r.trajectory[idx].transpose(0, 1).float(), atol=1e-6)
-    assert ds.meta["refine"] == "logsnr" and ds.meta["sampler"] == "dpmpp_2m"
+    assert torch.equal(ds.y[:, 0], ds.x) and ds.meta["refine"] == "logsnr" and ds.meta["sampler"] == sampler
 
 
 def test_loss_weights_uniform_and_floor():
@@ -207,11 +210,11 @@ def test_exact_bank_drives_the_error_below_x_T_at_every_time(tmp_path):
     print("DSNO", err.tolist(), "x_T", base.tolist())
     assert float(err[0]) < 1e-6 and float(base[0]) == 0.0
     assert bool((err[1:] < base[1:]).all()), (err.tolist(), base.tolist())
-    assert torch.allclose(base, x_T_baseline(test.x, test.y))
+    direct = (test.y - test.x[:, None]).double().flatten(2).pow(2).mean((0, 2)).sqrt()  # how far each time moved
+    assert torch.allclose(base, direct)
     r = dsno_sample(ema, test.x, return_trajectory=True)
     assert torch.allclose(trajectory_error(r.trajectory.transpose(0, 1), test.y), err, rtol=1e-5, atol=1e-7)
-    assert torch.allclose(heldout_error(ema, test), err, rtol=1e-5, atol=1e-7)
-    assert res["heldout_error"] == rows[-1]["rms"]
+    assert torch.allclose(heldout_error(ema, test, batch=7), err, rtol=1e-5, atol=1e-7)  # batching changes nothing
     # the weights used are the bank's relative ones, recorded in the checkpoint's config
     b = x_T_baseline(bank.x, bank.y)
     lam = (b.max() / b.clamp_min(1e-300)).clamp(max=10.0)

@@ -103,6 +103,17 @@ def cmd_dsno_data(args) -> int:
     return 0
 
 
+def save_heldout_curve(rows: list, path, title: str = "") -> Path:
+    """The held-out RMS error against training step, one line per recorded time t_m < 1, with the x_T
+    predictor's error at each time as a reference line (rows as ``read_heldout`` returns them)."""
+    times = rows[0]["times"]
+    series = {f"t = {t:.3f}": ([r["step"] for r in rows], [r["rms"][m] for r in rows])
+              for m, t in enumerate(times) if t < 1}
+    hlines = {f"x_T at t = {t:.3f}": rows[0]["x_T_rms"][m] for m, t in enumerate(times) if t < 1}
+    return viz.save_curves(series, path, "training step", "held-out RMS error vs the teacher",
+                           title or f"DSNO held-out trajectory error, n = {rows[0]['n']}", logy=True, hlines=hlines)
+
+
 def cmd_dsno_train(args) -> int:
     res = train_dsno(args.checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                      modes=args.modes, readout=args.readout, loss=args.loss, max_weight=args.max_weight,
@@ -116,7 +127,7 @@ def cmd_dsno_train(args) -> int:
         from difflab.methods.dsno import read_heldout
 
         errs = ", ".join(f"{e:.4f}" for e in res["heldout_error"])
-        plot = viz.save_heldout_curve(read_heldout(args.out), Path(args.out) / "heldout.png")
+        plot = save_heldout_curve(read_heldout(args.out), Path(args.out) / "heldout.png")
         print(f"held-out RMS error per time: {errs} ({Path(args.out) / 'heldout.jsonl'}, {plot})")
     return 0
 

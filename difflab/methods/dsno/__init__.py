@@ -26,9 +26,9 @@ from .times import REFINES, SPACINGS, refine_grid, trajectory_times
 from .training import HELDOUT_LOG, fit_dsno, heldout_error, load_dsno, read_heldout, train_dsno
 
 __all__ = [
-    "DEFAULT_MAX_WEIGHT", "DSNO", "DSNOObjective", "KIND", "LOSSES", "ODE_SAMPLERS", "READOUTS", "REFINES", "SPACINGS", "WEIGHTINGS", "HELDOUT_LOG", "heldout_error", "read_heldout", "x_T_baseline",
-    "TrajectoryDataset", "bank_meta", "build_dsno", "build_dsno_from_config", "dsno_from_teacher", "dsno_sample",
-    "fit_dsno", "generate_trajectories", "load_dsno", "loss_weights", "mode_energy_fraction", "noise_from_seeds",
-    "noise_seeds", "parameter_overhead", "refine_grid", "trajectory_error", "trajectory_spectrum", "trajectory_times",
-    "train_dsno",
+    "DEFAULT_MAX_WEIGHT", "DSNO", "DSNOObjective", "HELDOUT_LOG", "KIND", "LOSSES", "ODE_SAMPLERS", "READOUTS",
+    "REFINES", "SPACINGS", "TrajectoryDataset", "WEIGHTINGS", "bank_meta", "build_dsno", "build_dsno_from_config",
+    "dsno_from_teacher", "dsno_sample", "fit_dsno", "generate_trajectories", "heldout_error", "load_dsno",
+    "loss_weights", "mode_energy_fraction", "noise_from_seeds", "noise_seeds", "parameter_overhead", "read_heldout",
+    "refine_grid", "train_dsno", "trajectory_error", "trajectory_spectrum", "trajectory_times", "x_T_baseline",
 ]

@@ -22,7 +22,7 @@ from difflab.samplers.noise import PerSampleNoise
 from difflab.samplers import SAMPLERS
 
 from .model import teacher_data_shape
-from .times import REFINES, refine_grid, trajectory_times
+from .times import refine_grid, trajectory_times
 
 from difflab.process.schedules import F64
 BANK_KIND = "difflab-dsno-trajectories"
@@ -69,8 +69,6 @@ def generate_trajectories(model, out_dir: str | os.PathLike, n: int, M: int, spa
                           f"{', '.join(ODE_SAMPLERS)}")
     if clip_denoised and sampler in ("pf_heun", "pf_euler"):
         raise ConfigError(f"clip_denoised clips x̂0; sampler = {sampler!r} steps on ε and has no such option")
-    if refine not in REFINES:
-        raise ConfigError(f"refine = {refine!r}; expected one of {', '.join(REFINES)}")
     if n < 1 or shard_size < 1 or steps < 1:
         raise ConfigError(f"n = {n}, shard_size = {shard_size}, steps = {steps}; expected positive integers")
     dtype_name = str(dtype).replace("torch.", "")

@@ -6,11 +6,11 @@ import math
 import torch
 
 from difflab.errors import ConfigError
+from difflab.samplers.api import SMALLEST_T  # where a log-SNR grid stops before its step into t = 0
 
 from difflab.process.schedules import F64
 SPACINGS = ("uniform", "quadratic")
 REFINES = ("t", "logsnr")  # how each interval between recorded times is cut into solver steps
-SMALLEST_T = 1e-3  # a log-SNR refinement of the last interval ends here, then steps into t = 0
 
 __all__ = ["REFINES", "SPACINGS", "refine_grid", "trajectory_times"]
 
