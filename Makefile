@@ -8,9 +8,10 @@ OUT ?= runs/demo
 
 .PHONY: install demo demo-full test test-all bench clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-peers.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-peers.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -7,7 +7,8 @@ The model is the exact score of a Gaussian mixture (no training), on DDPM's disc
 row starts from the same x_T. Sliced W2 (not squared) against fresh true samples; beside it the noise
 floor (two independent true samples of this size) and the exact-score ancestral sampler at 1000 steps
 (the converged reference). diffusers' DDIM, DPM-Solver++(2M), UniPC and DEIS drive the same model at
-their own default spacing. The issue's target: the best new solver at NFE 10 within the floor.
+their own default spacing, and k-diffusion's samplers (where it is installed) on its usual Karras grid. The
+issue's target: the best new solver at NFE 10 within the floor.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import time
 
 import torch
 
-from difflab.interop.peers import PEERS, diffusers_sample
+from difflab.errors import DifflabError
+from difflab.interop.peers import KDIFF_PEERS, PEERS, diffusers_sample, kdiffusion_sample
 from difflab.metrics.bench import SOLVER_GRIDS, SOLVERS, steps_for
 from difflab.metrics.toy import sliced_wasserstein2
 from difflab.models import exact_mixture_model
@@ -74,7 +76,16 @@ def main(argv=None):
         if not args.no_peers:
             for p in PEERS:
                 x = diffusers_sample(model, (args.n, dim), p, nfe, x=x_T.clone())
-                rows.append({"sampler": f"diffusers {p}", "grid": "own default", "nfe": nfe, "sliced_w2": sw(x)})
+                rows.append({"sampler": f"diffusers {p}", "grid": "own default", "nfe": nfe, "sliced_w2": sw(x),
+                             "peer": True})
+            for p in KDIFF_PEERS:
+                try:
+                    x = kdiffusion_sample(model, (args.n, dim), p, nfe, x=x_T.clone(), seed=args.seed + 2)
+                except DifflabError as e:
+                    print(f"(no k-diffusion rows: {e})")
+                    break
+                rows.append({"sampler": f"k-diffusion {p}", "grid": "karras (its usual)", "nfe": nfe,
+                             "sliced_w2": sw(x), "peer": True})
     secs = time.perf_counter() - t0
     print(f"toy:{args.world} (exact score, DDPM linear schedule T=1000), sliced W2, n = {args.n}; noise floor "
           f"(true vs true) {floor:.4f}; exact ancestral@1000 {conv:.4f}; {platform.machine()}, 1 thread, {secs:.0f} s")
@@ -83,18 +94,18 @@ def main(argv=None):
     print("| sampler | grid | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
     print("|---|---|" + "---:|" * len(nfes))
     keys = sorted({(r["sampler"], r["grid"]) for r in rows},
-                  key=lambda k: (k[0].startswith("diffusers"), k[0], grids.index(k[1]) if k[1] in grids else 9))
+                  key=lambda k: (" " in k[0], k[0], grids.index(k[1]) if k[1] in grids else 9))
     for s, gname in keys:
         vals = {r["nfe"]: r["sliced_w2"] for r in rows if (r["sampler"], r["grid"]) == (s, gname)}
         cells = [f"{vals[k]:.4f}" if k in vals else "" for k in nfes]
         print(f"| {s} | {gname} | " + " | ".join(cells) + " |")
     best = {}
     for r in rows:
-        if not r["sampler"].startswith("diffusers") and (r["nfe"] not in best or r["sliced_w2"] < best[r["nfe"]][0]):
+        if not r.get("peer") and (r["nfe"] not in best or r["sliced_w2"] < best[r["nfe"]][0]):
             best[r["nfe"]] = (r["sliced_w2"], f"{r['sampler']} ({r['grid']})")
     peer = {}
     for r in rows:
-        if r["sampler"].startswith("diffusers") and (r["nfe"] not in peer or r["sliced_w2"] < peer[r["nfe"]][0]):
+        if r.get("peer") and (r["nfe"] not in peer or r["sliced_w2"] < peer[r["nfe"]][0]):
             peer[r["nfe"]] = (r["sliced_w2"], r["sampler"])
     print()
     for k in nfes:

@@ -333,3 +333,30 @@ def test_sde_solver_differs_from_the_ode_solver_at_few_steps():
     quiet = dpmpp_2m_sde(model, _x(256), ts, noise_sampler=lambda n, like: torch.zeros_like(like)).x
     assert float((sde - ode).norm(dim=1).mean()) > 0.3
     assert float((quiet - ode).norm(dim=1).mean()) > 0.05
+
+
+@pytest.mark.parametrize("name,kname", [("dpmpp_2m", "dpmpp_2m"), ("edm_euler", "euler"), ("edm_heun", "heun")])
+def test_kdiffusion_peer_equals_the_solver_on_its_grid(name, kname):
+    """The k-diffusion peer drives the model through KDiffusionDenoiser on k-diffusion's Karras σ grid; on
+    the same grid (the times whose σ/α are those σ) difflab's solver of the same algorithm gives the same
+    samples, to k-diffusion's float32 σ table: a check of the adapter (x = x0 + σ n, D = x - σ ε̂, the time
+    read from σ) and of the peer rows in the solver benchmark."""
+    from difflab.errors import DifflabError
+    from difflab.interop.peers import kdiffusion_sample, kdiffusion_sigmas
+
+    try:
+        sigmas = kdiffusion_sigmas(DISCRETE.schedule, 6)
+    except DifflabError as e:
+        pytest.skip(str(e))
+    model = exact_mixture_model(MIX, DISCRETE.schedule)
+    xT = _x(256)
+    nfe = 11 if kname == "heun" else 6
+    # k-diffusion starts at x = σ_max n, i.e. x_1 = σ(1) n in difflab's x_t: give it n / σ(1) to start alike.
+    got = kdiffusion_sample(model, xT.shape, kname, nfe, x=xT / float(DISCRETE.schedule.sigma(1.0)))
+    s32 = sigmas.float().double()[:-1]
+    ts = torch.cat([DISCRETE.schedule.t_from_log_snr(-2 * torch.log(s32)).clamp(1e-6, 1.0), torch.zeros(1, dtype=F64)])
+    ref = BY_NAME[name].fn(model, xT, ts).x
+    assert float(ts[0]) == pytest.approx(1.0, abs=1e-6) and float(ts[-2]) == pytest.approx(1e-3, abs=1e-6)
+    diff = float((got - ref).abs().max())
+    assert diff < 1e-5 * float(ref.abs().max()), (name, diff)
+    assert float((got - xT).abs().max()) > 0.5  # it moved: not an identity on both sides

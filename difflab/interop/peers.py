@@ -59,4 +59,89 @@ def diffusers_sample(model, shape, scheduler: str, nfe: int, *, generator=None, 
     return x
 
 
-__all__ = ["PEERS", "diffusers_sample", "discrete_betas"]
+# k-diffusion's samplers (Crowson's k-diffusion, the EDM σ-space ODE/SDE samplers) by the names it gives them.
+KDIFF_PEERS = ("euler", "heun", "lms", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde")
+KDIFF_EVALS_PER_STEP = {"heun": 2}
+
+
+def load_kdiffusion_sampling():
+    """``k_diffusion.sampling``. The package's ``__init__`` imports its training stack too (CLIP, wandb,
+    clean-fid, kornia, scikit-image); where those are missing the sampling module is loaded alone, with
+    the package's own ``utils`` (it needs only torch, scipy, torchdiffeq, torchsde and tqdm)."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    try:
+        return importlib.import_module("k_diffusion.sampling")
+    except ImportError:
+        pass
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None or not spec.submodule_search_locations:
+        raise DifflabError("k-diffusion peers need k-diffusion: pip install --no-deps k-diffusion torchsde trampoline")
+    for name in [n for n in sys.modules if n == "k_diffusion" or n.startswith("k_diffusion.")]:
+        del sys.modules[name]  # a half-imported package from the failed import above
+    pkg = types.ModuleType("k_diffusion")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["k_diffusion"] = pkg
+    try:
+        for sub in ("utils", "sampling"):
+            sub_spec = importlib.util.spec_from_file_location(f"k_diffusion.{sub}", f"{pkg.__path__[0]}/{sub}.py")
+            mod = importlib.util.module_from_spec(sub_spec)
+            sys.modules[f"k_diffusion.{sub}"] = mod
+            sub_spec.loader.exec_module(mod)
+            setattr(pkg, sub, mod)
+    except ImportError as e:
+        del sys.modules["k_diffusion"]
+        raise DifflabError(f"k-diffusion's sampling module needs {e.name}: pip install --no-deps k-diffusion "
+                           "torchsde trampoline") from None
+    return pkg.sampling
+
+
+def kdiffusion_sigmas(schedule, steps: int, *, rho: float = 7.0) -> torch.Tensor:
+    """k-diffusion's usual grid for a VP model: ``get_sigmas_karras(steps, σ_min, σ_max, ρ)`` between the
+    noise levels σ = σ(t)/α(t) of the model's smallest and largest times (1/T and 1 for a discrete model,
+    as its CompVisDenoiser), then 0."""
+    sampling = load_kdiffusion_sampling()
+    lo = 1.0 / schedule.num_timesteps if hasattr(schedule, "num_timesteps") else 1e-3
+    smin, smax = (float(torch.exp(-0.5 * schedule.log_snr(torch.tensor(t, dtype=F64)))) for t in (lo, 1.0))
+    return sampling.get_sigmas_karras(steps, smin, smax, rho=rho).to(F64)
+
+
+class KDiffusionDenoiser(torch.nn.Module):
+    """A difflab ε-model as k-diffusion's denoiser D(x, σ) of x = x0 + σ n: the model sees α x at the time
+    whose σ(t)/α(t) is σ (its own continuous view of a discrete schedule, unquantised, as k-diffusion's
+    CompVisDenoiser default), and D = x - σ ε̂."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, sigma, **kw):
+        sig = sigma.detach().to("cpu", F64)
+        t = self.model.schedule.t_from_log_snr(-2 * torch.log(sig)).clamp(1e-6, 1.0)
+        alpha = (1 + sig ** 2).rsqrt().to(x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
+        eps = self.model(x * alpha, t.to(x.device), **kw).eps
+        return x - sigma.to(x.dtype).view(-1, *([1] * (x.ndim - 1))) * eps
+
+
+def kdiffusion_sample(model, shape, sampler: str, nfe: int, *, x: torch.Tensor, seed: int = 0, device="cpu"
+                      ) -> torch.Tensor:
+    """Sample with k-diffusion's ``sample_<sampler>`` (one of :data:`KDIFF_PEERS`) driving the difflab model on
+    k-diffusion's usual Karras grid (:func:`kdiffusion_sigmas`) with ``nfe`` evaluations (Heun: ⌈nfe/2⌉
+    noise levels, 2⌈nfe/2⌉ - 1 evaluations: its last step is Euler's). ``x``: the unit-variance initial noise (scaled to σ_max here);
+    ``seed`` seeds the SDE samplers' noise (torch's global generator, as k-diffusion draws it)."""
+    if sampler not in KDIFF_PEERS:
+        raise DifflabError(f"unknown k-diffusion peer {sampler!r}; expected one of {', '.join(KDIFF_PEERS)}")
+    sampling = load_kdiffusion_sampling()
+    steps = (nfe + 1) // 2 if sampler == "heun" else nfe
+    sigmas = kdiffusion_sigmas(model.schedule, steps).to(device=device, dtype=torch.float32)
+    fn = getattr(sampling, f"sample_{sampler}")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return fn(KDiffusionDenoiser(model), x.to(device) * sigmas[0], sigmas, disable=True)
+
+
+__all__ = ["KDIFF_PEERS", "KDiffusionDenoiser", "PEERS", "diffusers_sample", "discrete_betas", "kdiffusion_sample",
+           "kdiffusion_sigmas", "load_kdiffusion_sampling"]

@@ -1,0 +1,45 @@
+"""benchmarks/solvers_mnist.py's own pieces: the row parser's one-line errors, k-diffusion rows paired with
+difflab's per-sample x_T (sample i does not depend on the batch), and the FID-vs-NFE plot."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import solvers_mnist  # noqa: E402
+
+from difflab.models import exact_mixture_model  # noqa: E402
+from difflab.process import GaussianDiffusion, linear_betas, ring_mixture  # noqa: E402
+
+
+def test_rows_parse_and_bad_rows_name_the_value():
+    assert solvers_mnist.parse_rows("dpmpp_3m:auto, unipc ,ipndm:logsnr") == [
+        ("dpmpp_3m", "auto"), ("unipc", "auto"), ("ipndm", "logsnr")]
+    with pytest.raises(SystemExit, match="unknown sampler 'nope'"):
+        solvers_mnist.parse_rows("nope:auto")
+    with pytest.raises(SystemExit, match="unknown grid 'sideways'.*logsnr"):
+        solvers_mnist.parse_rows("unipc:sideways")
+
+
+def test_kdiffusion_rows_pair_sample_by_sample():
+    from difflab.errors import DifflabError
+    from difflab.interop.peers import load_kdiffusion_sampling
+
+    try:
+        load_kdiffusion_sampling()
+    except DifflabError as e:
+        pytest.skip(str(e))
+    model = exact_mixture_model(ring_mixture(8, radius=2.0, std=0.3), GaussianDiffusion(linear_betas(1000)).schedule)
+    a = solvers_mnist.kdiffusion_rows(model, (2,), "dpmpp_2m", 5, n=10, seed=3, batch=3)["x"]
+    b = solvers_mnist.kdiffusion_rows(model, (2,), "dpmpp_2m", 5, n=10, seed=3, batch=8)["x"]
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    c = solvers_mnist.kdiffusion_rows(model, (2,), "dpmpp_2m", 5, n=10, seed=4, batch=8)["x"]
+    assert float((a - c).abs().min()) > 0  # another seed, other samples
+
+
+def test_plot_draws_one_line_per_row(tmp_path):
+    rows = [{"nfe": k, "row": r, "fid": f, "fid_floor": 0.26, "n": 2000, "feature_space": "difflab-mnist"}
+            for r, fs in (("a", (2.0, 1.0)), ("b", (3.0, 1.5))) for k, f in zip((5, 10), fs)]
+    path = solvers_mnist.plot_rows(rows, tmp_path / "p.png", "m")
+    assert Path(path).stat().st_size > 1000
