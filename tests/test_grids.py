@@ -25,8 +25,9 @@ def test_logsnr_grid_is_uniform_in_log_snr():
 def test_karras_grid_is_rho_spaced_in_sigma_over_alpha():
     s, rho = VPLinear(), 7.0
     ts = time_grid(s, 6, spacing="karras", t_min=2e-3, rho=rho)
-    sig = torch.exp(-s.log_snr(ts)) ** (1 / rho)       # σ̃^{1/ρ} is linear in the step index
+    sig = (s.sigma(ts) / s.alpha(ts)) ** (1 / rho)     # σ̃^{1/ρ} is linear in the step index (σ̃ from σ and α)
     torch.testing.assert_close(sig.diff(), torch.full((6,), float(sig.diff().mean()), dtype=F64), rtol=1e-6, atol=1e-6)
+    assert float(s.sigma(ts[0]) / s.alpha(ts[0])) == pytest.approx(float(s.sigma(1.0) / s.alpha(1.0)))
     rho3 = time_grid(s, 6, spacing="karras", t_min=2e-3, rho=3.0)
     assert float(rho3[1]) > float(ts[1])                # a larger ρ spends more of the grid at low noise levels
 

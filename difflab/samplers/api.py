@@ -15,7 +15,8 @@ SMALLEST_T = 1e-3  # where a log-SNR or noise-level grid of a continuous model s
 
 
 def _noise_level_grid(schedule, steps: int, t_max: float, t_min: float, spacing: str, rho: float) -> torch.Tensor:
-    """'logsnr': uniform in λ = log(α/σ); 'karras': EDM's ρ-spacing of σ̃ = σ/α = e^{-λ}
+    """'logsnr': uniform in λ = log(α/σ); 'karras': EDM's ρ-spacing of σ̃ = σ/α = e^{-λ} (the schedule's
+    ``log_snr`` is log(α²/σ²) = 2λ)
     (σ̃_i = (σ̃_max^{1/ρ} + i/(N-1) (σ̃_min^{1/ρ} - σ̃_max^{1/ρ}))^ρ). A grid to t_min > 0 has its N+1 points
     from t_max to t_min; a grid to 0 has N points down to the smallest time (1/T for a discrete model,
     1e-3 otherwise), then 0. For a discrete model every point is rounded to its nearest trained time
@@ -28,8 +29,8 @@ def _noise_level_grid(schedule, steps: int, t_max: float, t_min: float, spacing:
     if spacing == "logsnr":
         lam = lam_hi + (lam_lo - lam_hi) * u
     else:
-        s_max, s_min = math.exp(-lam_hi), math.exp(-lam_lo)
-        lam = -rho * torch.log(s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho)))
+        s_max, s_min = math.exp(-lam_hi / 2), math.exp(-lam_lo / 2)  # σ̃ at the ends
+        lam = -2 * rho * torch.log(s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho)))
     t = schedule.t_from_log_snr(lam).clamp(lo, t_max)
     t[0], t[-1] = t_max, lo
     if discrete:
