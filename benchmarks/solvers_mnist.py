@@ -133,18 +133,17 @@ def main(argv=None) -> int:
 
 
 def kdiffusion_rows(model, shape, sampler, nfe, n, seed, batch) -> dict:
-    """k-diffusion's sampler from the per-sample x_T of difflab's generate() (sample i pairs with every row's)."""
-    import torch
+    """k-diffusion's sampler from the per-sample x_T of difflab's generate() (sample i pairs with every row's),
+    through :func:`difflab.metrics.bench.generate_one_step`; each batch seeds the SDE samplers' noise anew."""
+    import itertools
 
     from difflab.interop.peers import kdiffusion_sample
-    from difflab.samplers.noise import PerSampleNoise, sample_seeds
+    from difflab.metrics.bench import generate_one_step
 
-    xs, t0 = [], time.perf_counter()
-    for i in range(0, n, batch):
-        b = min(batch, n - i)
-        x = PerSampleNoise(sample_seeds(seed, i, b), "cpu").randn((b, *shape))
-        xs.append(kdiffusion_sample(model, x.shape, sampler, nfe, x=x, seed=seed * 100003 + i).cpu())
-    return {"x": torch.cat(xs), "seconds": time.perf_counter() - t0}
+    calls = itertools.count()
+    return generate_one_step(lambda x: kdiffusion_sample(model, x.shape, sampler, nfe, x=x,
+                                                         seed=seed * 100003 + next(calls)),
+                             shape, n, seed, batch)
 
 
 def plot_rows(rows: list[dict], path, title: str):

@@ -61,7 +61,6 @@ def diffusers_sample(model, shape, scheduler: str, nfe: int, *, generator=None, 
 
 # k-diffusion's samplers (Crowson's k-diffusion, the EDM σ-space ODE/SDE samplers) by the names it gives them.
 KDIFF_PEERS = ("euler", "heun", "lms", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde")
-KDIFF_EVALS_PER_STEP = {"heun": 2}
 
 
 def load_kdiffusion_sampling():
@@ -103,8 +102,10 @@ def kdiffusion_sigmas(schedule, steps: int, *, rho: float = 7.0) -> torch.Tensor
     """k-diffusion's usual grid for a VP model: ``get_sigmas_karras(steps, σ_min, σ_max, ρ)`` between the
     noise levels σ = σ(t)/α(t) of the model's smallest and largest times (1/T and 1 for a discrete model,
     as its CompVisDenoiser), then 0."""
+    from difflab.samplers.api import SMALLEST_T
+
     sampling = load_kdiffusion_sampling()
-    lo = 1.0 / schedule.num_timesteps if hasattr(schedule, "num_timesteps") else 1e-3
+    lo = 1.0 / schedule.num_timesteps if hasattr(schedule, "num_timesteps") else SMALLEST_T
     smin, smax = (float(torch.exp(-0.5 * schedule.log_snr(torch.tensor(t, dtype=F64)))) for t in (lo, 1.0))
     return sampling.get_sigmas_karras(steps, smin, smax, rho=rho).to(F64)
 
