@@ -1,6 +1,6 @@
 """Sampler overhead: each sampler against the same number of bare model calls (same batch, model, inputs).
 
-    python benchmarks/sampler_overhead.py [--batch 256] [--steps 20] [--repeats 3] [--preset 8x8] [--json out.json]
+    python benchmarks/sampler_overhead.py [--batch 256] [--steps 20] [--repeats 3] [--preset 8x8] [--samplers a,b] [--json out.json]
 
 Both arms run interleaved in one process; the table gives the median of the repeats and the
 overhead = sampler time / bare-calls time - 1. The issue's target: under 3% at batch 256 with a
@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--samplers", default=None, help="comma-separated subset of the samplers (default: all)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,6 +52,11 @@ def main():
     x = torch.randn(args.batch, chans, size, size, device=args.device)
     rows = []
     names = [n for n in SAMPLERS if n != "pf_adaptive"]
+    if args.samplers:
+        bad = [n for n in args.samplers.split(",") if n not in names]
+        if bad:
+            raise SystemExit(f"--samplers: unknown {bad[0]!r}; accepted: {', '.join(names)}")
+        names = args.samplers.split(",")
     for name in names:
         ts = time_grid(d.schedule, args.steps)
         t_s, t_b, nfe = [], [], 0

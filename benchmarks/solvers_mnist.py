@@ -27,7 +27,7 @@ DEFAULT_ROWS = ("dpmpp_2m:auto,dpmpp_2m:logsnr,dpmpp_2m:karras,dpmpp_2m:quadrati
 
 def parse_rows(text: str) -> list[tuple[str, str]]:
     """``SAMPLER:GRID,...`` -> [(sampler, grid)], each checked against the registries (one clear line)."""
-    from difflab.samplers.api import GRID_SPACINGS
+    from difflab.samplers.api import parse_spacing
     from difflab.samplers.registry import SPECS
 
     rows = []
@@ -36,8 +36,10 @@ def parse_rows(text: str) -> list[tuple[str, str]]:
         grid = grid or "auto"
         if sampler not in SPECS:
             raise SystemExit(f"solvers_mnist: unknown sampler {sampler!r} in --rows; expected one of {', '.join(sorted(SPECS))}")
-        if grid not in GRID_SPACINGS:
-            raise SystemExit(f"solvers_mnist: unknown grid {grid!r} in --rows; expected one of {', '.join(GRID_SPACINGS)}")
+        try:
+            parse_spacing(grid)
+        except ValueError as e:
+            raise SystemExit(f"solvers_mnist: --rows {item!r}: {e}") from None
         rows.append((sampler, grid))
     return rows
 
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
             r = _draw("difflab", sampler, steps, opts, models, {}, shape, args.n, args.seed, args.batch, "cpu")
             secs = time.perf_counter() - t0
             row = {"nfe": nfe, "row": f"{sampler} {grid}", "n": args.n, "seed": args.seed, "vs": best[0]["row"]}
-            record(row, r["x"], secs, f"{sampler}-{grid}")
+            record(row, r["x"], secs, f"{sampler}-{grid.replace(':', '')}")
             c = compare_samples(r["x"], best[1], data, data_dir=args.data_dir, seed=args.seed, n_boot=args.n_boot)
             row.update({k: v for k, v in c.items() if isinstance(v, (int, float, str, bool)) and "ratio" in k})
             print(_line(row, SPACE_PREFIX), flush=True)

@@ -126,7 +126,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("constant", "cosine"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.on_divergence": ("stop", "rollback"),
-    "sample.grid": ("auto", "trailing", "respace", "uniform", "quadratic", "logsnr", "karras"),
+    "sample.grid": ("auto", "trailing", "respace", "uniform", "quadratic", "power", "power:<rho>", "logsnr", "karras",
+                    "karras:<rho>"),
 }
 
 # Choices that depend on another key: {key: (depends_on, {value_of_depends_on: allowed})}.
@@ -372,6 +373,13 @@ def _build(cls: type, d: Mapping[str, Any], prefix: str) -> Any:
         value = _check_value(key, value, tp)
         if key in CHOICES:
             _check_choice(key, value, CHOICES[key])
+        if key == "sample.grid":  # the exponent of power:<rho> / karras:<rho>
+            from difflab.samplers.api import parse_spacing
+
+            try:
+                parse_spacing(value)
+            except ValueError as e:
+                raise ConfigError(f"config key {key!r}: {e}") from None
         if key in BOUNDS:
             _check_bounds(key, value)
         kwargs[name] = value

@@ -54,3 +54,40 @@ def test_every_sampler_runs_on_every_grid(name, spacing):
     # (at 12 steps the Karras grid of this VP schedule, σ/α from 157 down, is poor for UniPC and the SDE)
     assert bool(torch.isfinite(r.x).all()) and float(r.x.norm(dim=1).mean()) == pytest.approx(2.0, abs=1.0)
     assert math.isclose(float(r.times[0]), 1.0) and float(r.times[-1]) >= 0.0
+
+
+def test_power_grid_is_t_to_the_rho_and_contains_trailing_and_quadratic():
+    d = GaussianDiffusion(linear_betas(1000))
+    for n in (3, 5, 10, 17):  # ρ = 1 on a discrete model is the trailing grid, point for point
+        torch.testing.assert_close(time_grid(d.schedule, n, spacing="power:1"), time_grid(d.schedule, n, spacing="trailing"),
+                                   rtol=0, atol=0)
+    ts = time_grid(d.schedule, 10, spacing="power")  # default ρ = 0.8: t_i = round(T (i/N)^0.8) / T, then 0
+    want = [round(1000 * (i / 10) ** 0.8) / 1000 for i in range(10, 0, -1)] + [0.0]
+    assert ts.tolist() == pytest.approx(want, abs=1e-12)
+    assert float(ts[-2]) == pytest.approx(0.158)       # the last step into the data starts later than trailing's 0.1
+    s = VPLinear()  # continuous: t_min + (t_max - t_min) (i/N)^ρ; ρ = 2 is 'quadratic', ρ = 1 'uniform'
+    torch.testing.assert_close(time_grid(s, 7, spacing="power:2", t_min=1e-3), time_grid(s, 7, spacing="quadratic", t_min=1e-3))
+    torch.testing.assert_close(time_grid(s, 7, spacing="power:1"), time_grid(s, 7, spacing="uniform"))
+    assert time_grid(s, 4, spacing="power", rho=0.5).tolist() == pytest.approx([1.0, 0.75 ** 0.5, 0.5 ** 0.5, 0.5, 0.0])
+
+
+@pytest.mark.parametrize("bad, says", [("power:-1", "positive"), ("power:x", "positive"), ("uniform:2", "takes no parameter"),
+                                       ("powr", "unknown grid spacing"), ("karras:nan", "positive")])
+def test_bad_grid_specs_get_one_clear_line(bad, says):
+    s = VPLinear()
+    with pytest.raises(ValueError, match=says):
+        time_grid(s, 5, spacing=bad)
+
+
+def test_grid_spec_reaches_the_cli_and_config_checks():
+    import argparse
+
+    from difflab.cli.common import grid_spec
+    from difflab.config import Config, ConfigError, apply_overrides
+
+    assert grid_spec("karras:5") == "karras:5"
+    with pytest.raises(argparse.ArgumentTypeError, match="power:0"):
+        grid_spec("power:0")
+    assert apply_overrides(Config(), ["sample.grid=power:0.7"]).sample.grid == "power:0.7"
+    with pytest.raises(ConfigError, match="sample.grid.*positive"):
+        apply_overrides(Config(), ["sample.grid=power:-2"])

@@ -14,12 +14,14 @@ from difflab.process import GaussianDiffusion, linear_betas, ring_mixture  # noq
 
 
 def test_rows_parse_and_bad_rows_name_the_value():
-    assert solvers_mnist.parse_rows("dpmpp_3m:auto, unipc ,ipndm:logsnr") == [
-        ("dpmpp_3m", "auto"), ("unipc", "auto"), ("ipndm", "logsnr")]
+    assert solvers_mnist.parse_rows("dpmpp_3m:auto, unipc ,ipndm:logsnr,dpmpp_3m:power:0.8") == [
+        ("dpmpp_3m", "auto"), ("unipc", "auto"), ("ipndm", "logsnr"), ("dpmpp_3m", "power:0.8")]
     with pytest.raises(SystemExit, match="unknown sampler 'nope'"):
         solvers_mnist.parse_rows("nope:auto")
-    with pytest.raises(SystemExit, match="unknown grid 'sideways'.*logsnr"):
+    with pytest.raises(SystemExit, match="unknown grid spacing 'sideways'.*logsnr"):
         solvers_mnist.parse_rows("unipc:sideways")
+    with pytest.raises(SystemExit, match="grid exponent 'zero'"):
+        solvers_mnist.parse_rows("unipc:power:zero")
 
 
 def test_kdiffusion_rows_pair_sample_by_sample():

@@ -24,6 +24,19 @@ def add_external_args(p, data: bool = True) -> None:
                        "needed for diffusers: / improved-diffusion: models)")
 
 
+def grid_spec(text: str) -> str:
+    """A time grid spacing, ``NAME`` or ``NAME:RHO`` (power, karras), checked (argparse type)."""
+    import argparse
+
+    from difflab.samplers.api import parse_spacing
+
+    try:
+        parse_spacing(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def float_pair(text: str) -> tuple[float, float]:
     """``LO,HI``: two finite numbers with LO <= HI (a clamp or a time window)."""
     import argparse

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.common import TIME_OPTIONS, add_external_args, add_stack_args, parse_ints, stack_from_args, stack_options
+from difflab.cli.common import TIME_OPTIONS, add_external_args, add_stack_args, grid_spec, parse_ints, stack_from_args, stack_options
 from difflab.cli.options import input_path, output_dir, output_file
 from difflab.errors import ConfigError
 from difflab.loading import load_any
@@ -37,7 +37,9 @@ def register(sub) -> dict:
                    help="samples (default: 10000 for the MNIST family at <= 50 NFE, 2000 above, 1000 elsewhere)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1, help="independent sample sets; >= 2: the FID interval is over seeds")
-    p.add_argument("--grid", default="auto", choices=GRID_SPACINGS, help="time grid (default: the sampler's own)")
+    p.add_argument("--grid", default="auto", type=grid_spec, metavar="GRID",
+                   help=f"time grid: {', '.join(GRID_SPACINGS)}; power and karras take an exponent, e.g. "
+                        f"power:0.8 (default: the sampler's own)")
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples of each FID interval (0: none)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, type=output_file(".json"), help="write the metrics JSON here (default: print it)")
@@ -64,14 +66,15 @@ def register(sub) -> dict:
     p.add_argument("--nfe", default=None, help="comma-separated NFE budgets (default 1000,100,50,20,10,5)")
     p.add_argument("--quick", action="store_true", help="NFE 100,20,10,5 only")
     p.add_argument("--solvers", action="store_true", help="the few-step table instead: every solver (DPM-Solver++ "
-                   "2M/3M/SDE, UniPC, EDM Euler/Heun, iPNDM) x grid (default, logsnr, karras) at NFE "
+                   "2M/3M/SDE, UniPC, EDM Euler/Heun, iPNDM) x grid (default, power, logsnr, karras) at NFE "
                    "3,4,5,6,8,10,15,20 (or --nfe), beside the diffusers peers")
     p.add_argument("--no-peers", action="store_true", help="skip diffusers' DDIM and DPM-Solver++")
     p.add_argument("--samplers", default=None, help="comma-separated subset of the plain samplers (default: all)")
     p.add_argument("--no-adaptive", action="store_true",
                    help="skip the adaptive PF-ODE row (hundreds of NFE per sample on image models)")
-    p.add_argument("--grid", default="auto", choices=GRID_SPACINGS,
-                   help="time grid of every difflab row (default: each sampler's own); the row names it")
+    p.add_argument("--grid", default="auto", type=grid_spec, metavar="GRID",
+                   help=f"time grid of every difflab row ({', '.join(GRID_SPACINGS)}; e.g. power:0.8; default: each "
+                        f"sampler's own); the row names it")
     p.add_argument("--clip", action="store_true",
                    help="clip x̂0 to [-1, 1] in every row whose sampler forms x̂0 (needed by schedules whose ᾱ(1) is ~0, "
                         "such as the cosine one: x̂0 = (x − σ ε̂)/α amplifies ε̂'s error by 1/α at the first step)")

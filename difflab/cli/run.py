@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.common import add_stack_args, stack_from_args
+from difflab.cli.common import add_stack_args, grid_spec, stack_from_args
 from difflab.cli.options import input_path, output_dir, output_file
 from difflab.io.samples import save_samples
 from difflab.samplers.batched import generate
@@ -48,7 +48,7 @@ def _add_train(sub):
 
 
 def _add_sample(sub):
-    from difflab.samplers import GRID_SPACINGS, SAMPLERS
+    from difflab.samplers import SAMPLERS
 
     p = sub.add_parser("sample", help="draw samples from a checkpoint", epilog=EXAMPLES["sample"],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,9 +62,10 @@ def _add_sample(sub):
     p.add_argument("--eta", type=float, default=None, help="DDIM's η (default: the checkpoint's [sample] eta)")
     p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
                    help="clip x̂0 to [-1, 1] (images; default: the checkpoint's [sample] clip_denoised)")
-    p.add_argument("--grid", default=None, choices=GRID_SPACINGS,
-                   help="time grid: trailing/respace (a discrete model's trained steps), uniform, quadratic, logsnr, "
-                        "karras (default: the checkpoint's [sample] grid, else the sampler's own)")
+    p.add_argument("--grid", default=None, type=grid_spec, metavar="GRID",
+                   help="time grid: trailing/respace (a discrete model's trained steps), uniform, quadratic, "
+                        "power[:RHO] (t = (i/N)^RHO, default 0.8), logsnr, karras[:RHO] (default: the checkpoint's "
+                        "[sample] grid, else the sampler's own)")
     p.add_argument("--label", type=int, default=None, help="class label for a class-conditional model (CG's target)")
     p.add_argument("--batch", type=int, default=500, help="samples per network batch (the samples do not depend on it)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")

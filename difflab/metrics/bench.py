@@ -49,7 +49,7 @@ def default_grid(nfe_levels=NFE_LEVELS) -> list[tuple[str, int]]:
 
 SOLVER_NFE_LEVELS = (3, 4, 5, 6, 8, 10, 15, 20)
 SOLVERS = ("dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "edm_euler", "edm_heun", "ipndm")
-SOLVER_GRIDS = ("auto", "logsnr", "karras")
+SOLVER_GRIDS = ("auto", "power", "logsnr", "karras")
 
 
 def solver_grid(nfe_levels=SOLVER_NFE_LEVELS, solvers=SOLVERS, spacings=SOLVER_GRIDS) -> list[tuple]:

@@ -10,7 +10,28 @@ from difflab.process.respace import respace
 from difflab.process.schedules import F64, DiscreteSchedule
 from difflab.samplers.registry import get_spec
 
-GRID_SPACINGS = ("auto", "trailing", "respace", "uniform", "quadratic", "logsnr", "karras")
+GRID_SPACINGS = ("auto", "trailing", "respace", "uniform", "quadratic", "power", "logsnr", "karras")
+GRID_PARAMS = {"karras": 7.0, "power": 0.8}  # spacings that take a ρ (``NAME:RHO``) and their defaults
+
+
+def parse_spacing(spec: str) -> tuple[str, float | None]:
+    """``'NAME'`` or ``'NAME:RHO'`` (karras, power) -> (name, ρ or None); ValueError naming the bad part."""
+    name, sep, param = str(spec).partition(":")
+    if name not in GRID_SPACINGS:
+        raise ValueError(f"unknown grid spacing {name!r}; expected one of {', '.join(GRID_SPACINGS)} "
+                         f"(karras and power take an exponent, e.g. power:0.8)")
+    if not sep:
+        return name, GRID_PARAMS.get(name)
+    if name not in GRID_PARAMS:
+        raise ValueError(f"grid spacing {name!r} takes no parameter (got {spec!r}); only "
+                         f"{', '.join(GRID_PARAMS)} do, e.g. power:0.8")
+    try:
+        rho = float(param)
+    except ValueError:
+        rho = float("nan")
+    if not (math.isfinite(rho) and rho > 0):
+        raise ValueError(f"grid exponent {param!r} in {spec!r}; expected a positive number, e.g. {name}:{GRID_PARAMS[name]:g}")
+    return name, rho
 SMALLEST_T = 1e-3  # where a log-SNR or noise-level grid of a continuous model stops before its jump to t = 0
 
 
@@ -42,7 +63,7 @@ def _noise_level_grid(schedule, steps: int, t_max: float, t_min: float, spacing:
 
 
 def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, spacing: str = "auto",
-              rho: float = 7.0) -> torch.Tensor:
+              rho: float | None = None) -> torch.Tensor:
     """(steps+1,) decreasing times from t_max to t_min.
 
     For a :class:`DiscreteSchedule` the interior points are the process's own trained times:
@@ -50,13 +71,21 @@ def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, s
     "trailing" spacing), so all N evaluations fall at t >= t_max/N and the last step jumps to the
     data; 'respace' uses Improved DDPM's section respacing (``respace(T, str(steps))``), which keeps
     step 0 and so spends one evaluation on t = 1/T -> 0 (ancestral sampling on either grid is exactly
-    the respaced process over the kept steps). Otherwise 'uniform' in t or 'quadratic' (denser near 0),
-    or by noise level: 'logsnr' (uniform in log-SNR, DPM-Solver's) and 'karras' (EDM's ρ = ``rho``
-    spacing of σ/α), see :func:`_noise_level_grid`.
+    the respaced process over the kept steps). Otherwise 'uniform' in t or 'quadratic' (denser near 0);
+    'power' (t_i = t_max (i/N)^ρ, default ρ = 0.8: denser near t_max, its last step into the data longer;
+    ρ = 1 is 'trailing' on a discrete model and 'uniform' otherwise, ρ = 2 is 'quadratic'), or by noise
+    level: 'logsnr' (uniform in log-SNR, DPM-Solver's) and 'karras' (EDM's ρ-spacing of σ/α, default
+    ρ = 7), see :func:`_noise_level_grid`. ``spacing`` may carry the exponent ('power:0.8', 'karras:5');
+    ``rho`` overrides it.
     """
+    spacing, param = parse_spacing(spacing)
+    rho = param if rho is None else rho
     if spacing == "auto":
         spacing = "trailing" if isinstance(schedule, DiscreteSchedule) else "uniform"
-    if spacing in ("respace", "trailing"):
+    if spacing == "power" and not isinstance(schedule, DiscreteSchedule):
+        u = torch.linspace(0, 1, steps + 1, dtype=F64)
+        return t_min + (t_max - t_min) * (1 - u) ** rho
+    if spacing in ("respace", "trailing", "power"):
         if not isinstance(schedule, DiscreteSchedule):
             raise ValueError(f"grid spacing {spacing!r} picks trained steps of a discrete process; this schedule is "
                              f"continuous: use 'uniform' or 'quadratic'")
@@ -65,6 +94,8 @@ def time_grid(schedule, steps: int, *, t_max: float = 1.0, t_min: float = 0.0, s
         n = min(steps, top)
         if spacing == "trailing" or steps == 1:  # one step must start at the top (respace's "1" keeps index 0)
             kept = sorted({int(round(top - k * top / n)) - 1 for k in range(n)})
+        elif spacing == "power":  # trailing with the fraction i/N of the trained steps raised to ρ
+            kept = sorted({max(int(round(top * (i / n) ** rho)), 1) - 1 for i in range(1, n + 1)})
         else:
             kept = respace(top, str(n))
         times = (torch.tensor(kept, dtype=F64) + 1) / T
@@ -136,4 +167,4 @@ def interpolate(model, x_a, x_b, lambdas, *, t0: float = 0.5, steps: int = 50, s
                   **options).x
 
 
-__all__ = ["GRID_SPACINGS", "grid_for", "interpolate", "sample", "slerp", "time_grid"]
+__all__ = ["GRID_PARAMS", "GRID_SPACINGS", "grid_for", "parse_spacing", "interpolate", "sample", "slerp", "time_grid"]
