@@ -22,6 +22,7 @@ import torch
 from difflab.errors import DifflabError
 from difflab.interop.peers import KDIFF_PEERS, PEERS, diffusers_sample, kdiffusion_sample
 from difflab.metrics.bench import SOLVER_GRIDS, SOLVERS, steps_for
+from difflab.samplers.api import parse_spacing
 from difflab.metrics.toy import sliced_wasserstein2
 from difflab.models import exact_mixture_model
 from difflab.process import GaussianDiffusion, GaussianMixture, linear_betas, ring_mixture
@@ -44,6 +45,8 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--grids", default=",".join(SOLVER_GRIDS),
+                    help="comma-separated grid spacings of the difflab rows, e.g. auto,power:1.5,logsnr")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -63,13 +66,19 @@ def main(argv=None):
                      generator=torch.Generator().manual_seed(args.seed + 2)).x)
     rows = []
     nfes = [int(v) for v in args.nfe.split(",")]
+    grids = [w.strip() for w in args.grids.split(",") if w.strip()]
+    for w in grids:
+        try:
+            parse_spacing(w)
+        except ValueError as e:
+            raise SystemExit(f"solvers_toy: --grids {w!r}: {e}") from None
     t0 = time.perf_counter()
     for nfe in nfes:
         for name in ("ddim",) + SOLVERS:
             steps = steps_for(name, nfe)
             if not steps:
                 continue
-            for grid in SOLVER_GRIDS if name != "ddim" else ("auto",):
+            for grid in grids if name != "ddim" else ("auto",):
                 r = sample(model, (args.n, dim), sampler=name, steps=steps, x=x_T.clone(), spacing=grid, dtype=F64,
                            generator=torch.Generator().manual_seed(args.seed + 2))
                 rows.append({"sampler": name, "grid": grid, "nfe": r.nfe, "sliced_w2": sw(r.x)})
