@@ -121,10 +121,12 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             r = _draw("difflab", sampler, steps, opts, models, {}, shape, args.n, args.seed, args.batch, "cpu")
             secs = time.perf_counter() - t0
-            row = {"nfe": nfe, "row": f"{sampler} {grid}", "n": args.n, "seed": args.seed, "vs": best[0]["row"]}
+            row = {"nfe": nfe, "row": f"{sampler} {grid}", "n": args.n, "seed": args.seed}
             record(row, r["x"], secs, f"{sampler}-{grid.replace(':', '')}")
-            c = compare_samples(r["x"], best[1], data, data_dir=args.data_dir, seed=args.seed, n_boot=args.n_boot)
-            row.update({k: v for k, v in c.items() if isinstance(v, (int, float, str, bool)) and "ratio" in k})
+            if best is not None:  # with --peers '' the rows stand alone (pair them later: difflab eval X.npz --vs Y.npz)
+                row["vs"] = best[0]["row"]
+                c = compare_samples(r["x"], best[1], data, data_dir=args.data_dir, seed=args.seed, n_boot=args.n_boot)
+                row.update({k: v for k, v in c.items() if isinstance(v, (int, float, str, bool)) and "ratio" in k})
             print(_line(row, SPACE_PREFIX), flush=True)
         if args.out:
             Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "rows": out}, indent=2))

@@ -150,6 +150,8 @@ CASES = [
     ("analyze sdedit toy-ddpm --out {file}", "is a file"),
     ("tp-train toy-ddpm --steps 0 --out {tmp}/tp", "--steps: '0'"),
     ("tp-train toy-ddpm --out {file}", "is a file"),
+    ("tp-train toy-ddpm --on-states nope:10 --out {tmp}/tp", "'nope:10'; expected SAMPLER:T"),
+    ("tp-train toy-ddpm --on-states ddim:0 --out {tmp}/tp", "'ddim:0'; expected SAMPLER:T"),
 ]
 
 

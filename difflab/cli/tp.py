@@ -11,7 +11,7 @@ import numpy as np
 from difflab import viz
 from difflab.cli.common import float_pair, parse_ints
 from difflab.cli.options import output_dir, output_file
-from difflab.methods.time_predictor import (TP_TRAIN_DEFAULTS, accuracy_table, drift_table, tp_report,
+from difflab.methods.time_predictor import (LABELS, STATE_DEFAULTS, TP_TRAIN_DEFAULTS, accuracy_table, drift_table, tp_report,
                                             train_time_predictor)
 from difflab.samplers import SAMPLERS
 from difflab.train.distributed import auto_device
@@ -21,7 +21,8 @@ EXAMPLES = {
   difflab tp-train runs/toy --out runs/toy-tp
   difflab tp-train runs/digits --out runs/digits-tp --steps 3000 --set train.lr=5e-4
   difflab tp-train runs/mnist --out runs/mnist-tp --set tp.parameterization=log_snr
-  difflab tp-train runs/cifar --out runs/cifar-tp --set tp.net=efficientnet_v2_s --set tp.weights_path=effv2s.pth""",
+  difflab tp-train runs/cifar --out runs/cifar-tp --set tp.net=efficientnet_v2_s --set tp.weights_path=effv2s.pth
+  difflab tp-train mnist-ddpm-ext --out runs/mnist-tp-ddim10 --on-states ddim:10 --states-n 4096   # g on DDIM@10's own states""",
     "tp-report": """examples:
   difflab tp-report runs/toy --tp runs/toy-tp --out runs/toy-tp/report
   difflab tp-report runs/digits --tp runs/digits-tp --out reports/digits-tp --drift-steps 5,10,20 --drift-sampler ddim
@@ -47,6 +48,15 @@ def register(sub) -> dict:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--on-states", type=sampler_steps, default=None, metavar="SAMPLER:T",
+                   help="train g on the states the model's own T-step sampler visits, each labelled with the time "
+                        "whose marginal pixel variance it matches (the sampler-state variant), not on q(x_t | x0)")
+    p.add_argument("--states-n", type=int, default=STATE_DEFAULTS["n"], help="sampler runs for --on-states (K states each)")
+    p.add_argument("--states-window", type=float, default=STATE_DEFAULTS["window"],
+                   help="--on-states: a label lies within ±W of the state's nominal time")
+    p.add_argument("--states-label", choices=LABELS, default=STATE_DEFAULTS["per"],
+                   help="--on-states: match each state's own pixel variance (sample) or each step's mean (step)")
+    p.add_argument("--states-seed", type=int, default=STATE_DEFAULTS["seed"])
 
     p = sub.add_parser("tp-report", help="per-t accuracy of a time predictor, and the drift of few-step samplers",
                        epilog=EXAMPLES["tp-report"], formatter_class=fmt)
@@ -82,9 +92,23 @@ def register(sub) -> dict:
     return {"tp-train": cmd_tp_train, "tp-report": cmd_tp_report, "tp-sample": cmd_tp_sample}
 
 
+def sampler_steps(text: str) -> tuple[str, int]:
+    """argparse type for ``SAMPLER:T`` (--on-states): a known sampler and a positive step count."""
+    name, _, steps = text.partition(":")
+    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected SAMPLER:T with SAMPLER one of "
+                                         f"{', '.join(sorted(SAMPLERS))} and T a positive integer, e.g. ddim:10")
+    return name, int(steps)
+
+
 def cmd_tp_train(args) -> int:
+    states = None
+    if args.on_states:
+        states = {"sampler": args.on_states[0], "steps": args.on_states[1], "n": args.states_n,
+                  "window": args.states_window, "per": args.states_label, "seed": args.states_seed}
     res = train_time_predictor(args.diffusion, args.out, steps=args.steps, overrides=args.overrides,
-                               data_dir=args.data_dir, progress=not args.no_progress, resume=args.resume)
+                               data_dir=args.data_dir, progress=not args.no_progress, resume=args.resume,
+                               states=states)
     print(f"trained g to step {res['final_step']} (loss {res['last_loss']:.5f}); checkpoint {res['checkpoint']}")
     return 0
 

@@ -13,6 +13,7 @@ model at g(x) instead of the nominal time; the step grid stays the same. One lay
     sampling     tp_sample(tp_model, shape, ...), TP_SAMPLERS: α, σ, β at g(x) too (Algorithm 3)
     oracle       oracle = OracleTimePredictor(mixture, schedule)                                # E[t | x], toy world
     diagnostics  accuracy_by_t(...), drift_diagnostics(...), their Markdown tables: how good g is, and why
+    visited      sampler_states(...), label_states(...), StateTimeObjective: g on the sampler's own states
     toy          toy_sampling_rows(...): TP against the original samplers, exact toy metrics
     runs         tp_report(...), compare_samples(...): what tp-report / tp-sample compute from checkpoints
 
@@ -32,11 +33,12 @@ from .shift import (ConstantShift, EpsilonScaling, StepTimeMap, TimeShiftSamplin
 from .sampling import (TP_SAMPLERS, sampler_for, tp_ancestral, tp_ddim, tp_euler_maruyama, tp_pf_adaptive, tp_pf_euler,
                        tp_pf_heun, tp_sample)
 from .toy import REFERENCE_FID, REFERENCE_RATIO, toy_sampling_rows, toy_sampling_table
-from .training import (TP_TRAIN_DEFAULTS, LoadedTimePredictor, fit_time_predictor, load_time_predictor, tp_configs,
+from .visited import LABELS, StateTimeObjective, label_states, sampler_states
+from .training import (STATE_DEFAULTS, TP_TRAIN_DEFAULTS, LoadedTimePredictor, fit_time_predictor, load_time_predictor, tp_configs,
                        train_time_predictor)
 from .wrapper import PredictedTimeOutput, TimePredictorSampling, wants_per_sample_coefficients
 
-__all__ = ["ConstantShift", "EpsilonScaling", "StepTimeMap", "TimeShiftSampling", "calibrate_step_times", "data_pixel_variance", "marginal_pixel_variance",
+__all__ = ["LABELS", "STATE_DEFAULTS", "StateTimeObjective", "label_states", "sampler_states", "ConstantShift", "EpsilonScaling", "StepTimeMap", "TimeShiftSampling", "calibrate_step_times", "data_pixel_variance", "marginal_pixel_variance",
            "mixture_pixel_variance", "pixel_variance", "time_shift_readings", "KIND", "NETS", "PARAMETERIZATIONS", "REFERENCE_FID", "REFERENCE_RATIO", "TORCHVISION_NETS", "TP_SAMPLERS",
            "TP_TRAIN_DEFAULTS", "LoadedTimePredictor", "OracleTimePredictor", "PredictedTimeOutput", "TimePredictor",
            "TimePredictorConfig", "TimePredictorObjective", "TimePredictorSampling", "TimeScale", "TorchvisionBackbone",

@@ -22,6 +22,8 @@ from difflab.train.loop import Trainer
 
 from .network import KIND, TimePredictor, TimePredictorConfig, build_time_predictor
 from .objective import TimePredictorObjective
+from .shift import data_pixel_variance
+from .visited import StateTimeObjective, label_states, sampler_states
 
 # Stable by default (the original diverged often: Adam at a constant LR, no clipping): warm-up, cosine
 # decay, clipping, EMA, and a rollback at a lower LR on divergence. The sigmoid bounds the output,
@@ -75,23 +77,31 @@ def tp_configs(overrides: Iterable[str] = (), steps: int | None = None):
 
 def fit_time_predictor(predictor: TimePredictor, x0: torch.Tensor, tcfg, run_dir: str | os.PathLike, *,
                        diffusion_config=None, diffusion_checkpoint: str = "", extra: dict | None = None,
-                       progress: bool = False, resume: bool = False) -> dict:
+                       progress: bool = False, resume: bool = False, labels: torch.Tensor | None = None) -> dict:
     """Train ``predictor`` (from :func:`build_time_predictor`) on clean data ``x0`` (N, ...) with
     difflab's Trainer (AdamW, warm-up, cosine decay, clipping, EMA, checkpoints, divergence
-    handling). Checkpoints record the predictor's config, ``tcfg`` and, when given, the diffusion
+    handling). With ``labels`` (N,), ``x0`` are noisy states already and g learns state -> label
+    (:class:`~difflab.methods.time_predictor.visited.StateTimeObjective`: the sampler-state variant).
+    Checkpoints record the predictor's config, ``tcfg`` and, when given, the diffusion
     run's config (whose schedule :func:`load_time_predictor` rebuilds). Returns Trainer.fit()'s dict."""
     if not resume and latest_checkpoint(run_dir) is not None:
         raise ConfigError(f"run dir {run_dir} already holds checkpoints; pass resume=True (--resume) or use a new dir")
     tp_cfg = getattr(predictor, "tp_config", None)
     if tp_cfg is None:
         raise ConfigError("fit_time_predictor needs a predictor made by build_time_predictor (it records its config)")
-    objective = TimePredictorObjective(predictor.schedule, predictor.scale)
+    if labels is None:
+        objective, data = TimePredictorObjective(predictor.schedule, predictor.scale), ArrayDataset(x0, None, name="tp-data")
+    else:
+        if labels.shape != (x0.shape[0],):
+            raise ConfigError(f"state labels of shape {tuple(labels.shape)}; expected ({x0.shape[0]},), one per state")
+        objective = StateTimeObjective(predictor.scale, labels)
+        data = ArrayDataset(x0, torch.arange(x0.shape[0]), name="tp-states")
     cfg = {"time_predictor": dataclasses.asdict(tp_cfg), "train": dataclasses.asdict(tcfg)}
     if diffusion_config is not None:
         cfg["diffusion_run"] = diffusion_config.to_dict()
     if diffusion_checkpoint:
         cfg["diffusion_checkpoint"] = str(diffusion_checkpoint)
-    trainer = Trainer(predictor, objective, ArrayDataset(x0, None, name="tp-data"), tcfg, run_dir, cfg, kind=KIND,
+    trainer = Trainer(predictor, objective, data, tcfg, run_dir, cfg, kind=KIND,
                       progress=progress, resume=resume,
                       extra={"data_shape": list(x0.shape[1:]), **(extra or {})})
     return trainer.fit()
@@ -99,26 +109,54 @@ def fit_time_predictor(predictor: TimePredictor, x0: torch.Tensor, tcfg, run_dir
 
 def train_time_predictor(diffusion_ckpt: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
                          overrides: Iterable[str] = (), data_dir=None, progress: bool = True,
-                         resume: bool = False) -> dict:
+                         resume: bool = False, states: dict | None = None) -> dict:
     """Train a time predictor for a diffusion checkpoint's data and schedule (the CLI's ``tp-train``).
 
     The checkpoint's own config gives the dataset and the forward process; its weights are not
-    used (g is trained on the true marginals). Writes ``out/checkpoints`` (kind "time_predictor",
+    used (g is trained on the true marginals) unless ``states`` asks for the sampler-state variant:
+    ``{"sampler": "ddim", "steps": 10, "n": 4096, "window": 0.1, "per": "sample", "seed": 0}``
+    (:mod:`~difflab.methods.time_predictor.visited`; missing keys take these values), where g learns
+    the visited states of the model's own sampler, each labelled with the time its marginal pixel
+    variance matches (the data's own pixel variance from the real training set). Writes ``out/checkpoints`` (kind "time_predictor",
     its config holding [time_predictor], [train] and the diffusion run's config), ``out/log.jsonl``.
     Returns Trainer.fit()'s dict plus the configs.
     """
     tp_cfg, tcfg = tp_configs(overrides, steps)
-    _, dcfg, dckpt = load_model(diffusion_ckpt)
+    model, dcfg, dckpt = load_model(diffusion_ckpt)
     ds = load_dataset(dcfg.data.name, data_dir or dcfg.data.data_dir or None, image_size=dcfg.data.image_size or None,
                       num_samples=dcfg.data.num_samples or None)
     schedule = schedule_of(build_process(dcfg.diffusion))
     with torch.random.fork_rng(devices=[]):  # the init depends on train.seed only
         torch.manual_seed(tcfg.seed)
         predictor = build_time_predictor(ds.shape, schedule, tp_cfg)
-    res = fit_time_predictor(predictor, ds.x, tcfg, out, diffusion_config=dcfg,
+    x, labels, extra = ds.x, None, {"dataset": ds.name}
+    if states is not None:
+        x, labels, spec = visited_bank(model, ds.x, states)
+        extra["sampler_states"] = spec
+    res = fit_time_predictor(predictor, x, tcfg, out, diffusion_config=dcfg,
                              diffusion_checkpoint=reference_of(diffusion_ckpt, dckpt.path), progress=progress, resume=resume,
-                             extra={"dataset": ds.name})
+                             extra=extra, labels=labels)
     return {**res, "time_predictor": tp_cfg, "train": tcfg}
+
+
+STATE_DEFAULTS = {"sampler": "ddim", "steps": 10, "n": 4096, "window": 0.1, "per": "sample", "seed": 0}
+
+
+def visited_bank(model, x0: torch.Tensor, states: dict):
+    """(states, labels, the settings used) for :func:`train_time_predictor`'s sampler-state variant:
+    ``model``'s own sampler visits the states, ``x0`` (the real data) gives the pixel variance m."""
+    from difflab.samplers import SAMPLERS
+
+    unknown = set(states) - set(STATE_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"sampler-state setting(s) {', '.join(sorted(unknown))}; expected {', '.join(STATE_DEFAULTS)}")
+    spec = {**STATE_DEFAULTS, **states}
+    if spec["sampler"] not in SAMPLERS:
+        raise ConfigError(f"sampler-state sampler {spec['sampler']!r}; expected one of {', '.join(sorted(SAMPLERS))}")
+    xs, nominal = sampler_states(model, tuple(x0.shape[1:]), sampler=spec["sampler"], steps=int(spec["steps"]),
+                                 n=int(spec["n"]), seed=int(spec["seed"]))
+    labels = label_states(model, xs, nominal, data_pixel_variance(x0), window=float(spec["window"]), per=spec["per"])
+    return xs, labels, spec
 
 
 @dataclass
