@@ -424,6 +424,10 @@ def test_cli_data_train_sample(tmp_path, capsys):
     assert (tmp_path / "dsno2" / "heldout.png").is_file()
     assert [r["step"] for r in read_heldout(tmp_path / "dsno2")] == [2, 4]
     assert json.loads((tmp_path / "dsno2" / "dsno.json").read_text())["heldout_error"][0] == 0.0
+    # a fine-tune: start from the trained DSNO (its times match the bank's), recorded in the run's config
+    assert main(["dsno-train", str(tmp_path / "teacher"), "--data", str(bank), "--out", str(tmp_path / "ft"), "--steps",
+                 "2", "--batch-size", "16", "--init-dsno", str(run), "--no-progress", "--set", "train.warmup_steps=1"]) == 0
+    assert load_dsno(tmp_path / "ft")[1]["init_dsno"] == str(run)
     assert main(["dsno-sample", str(run), "--n", "50", "--out", str(tmp_path / "s.png"), "--trajectory"]) == 0
     assert (tmp_path / "s.png").is_file() and (tmp_path / "s-trajectory.png").is_file()
     capsys.readouterr()
@@ -433,5 +437,9 @@ def test_cli_data_train_sample(tmp_path, capsys):
                  str(tmp_path / "x"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no DSNO trajectory bank" in err[0]
+    assert main(["dsno-train", str(tmp_path / "teacher"), "--data", str(bank), "--out", str(tmp_path / "y"),
+                 "--adv-weight", "0.5", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adversarial weight 0.5 without a discriminator" in err[0]
     assert main(["dsno-sample", str(tmp_path / "teacher"), "--n", "4", "--out", str(tmp_path / "t.png")]) == 2
     assert "expected a DSNO operator" in capsys.readouterr().err

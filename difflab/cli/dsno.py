@@ -25,7 +25,8 @@ EXAMPLES = {
   (rerun the same command after an interruption: finished shards are kept)""",
     "dsno-train": """examples:
   difflab dsno-train runs/toy --data runs/toy-bank --out runs/toy-dsno --steps 3000
-  difflab dsno-train runs/digits --data runs/digits-bank --out runs/digits-dsno --modes 3 --set train.lr=1e-4""",
+  difflab dsno-train runs/digits --data runs/digits-bank --out runs/digits-dsno --modes 3 --set train.lr=1e-4
+  difflab dsno-train mnist-ddpm-ext --data bank --out runs/dsno-adv --init-dsno mnist-dsno --adv mnist-ext-dg --adv-weight 0.01 --steps 200""",
     "dsno-sample": """examples:
   difflab dsno-sample runs/toy-dsno --n 2000 --out toy-dsno.png
   difflab dsno-sample runs/digits-dsno --n 64 --out digits.png --trajectory""",
@@ -70,6 +71,11 @@ def register(sub) -> dict:
     p.add_argument("--heldout", type=input_path, default=None,
                    help="a bank of other seeds: its RMS error per time is logged to OUT/heldout.jsonl")
     p.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations (with --heldout)")
+    p.add_argument("--init-dsno", default=None, metavar="RUN",
+                   help="start from a trained DSNO of the same times (run, checkpoint or zoo name): a fine-tune")
+    p.add_argument("--adv", default=None, metavar="DG_RUN",
+                   help="a discriminator (dg-train run or zoo name), frozen: adds -log d at the decoded times")
+    p.add_argument("--adv-weight", type=float, default=0.0, help="weight of the -log d term (with --adv; 0: none)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="train.KEY=VALUE")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -118,7 +124,8 @@ def cmd_dsno_train(args) -> int:
     res = train_dsno(args.checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                      modes=args.modes, readout=args.readout, loss=args.loss, max_weight=args.max_weight,
                      weighting=args.weighting, min_weight=args.min_weight, heldout_dir=args.heldout,
-                     eval_every=args.eval_every, overrides=args.overrides, resume=args.resume, progress=not args.no_progress)
+                     eval_every=args.eval_every, overrides=args.overrides, resume=args.resume, progress=not args.no_progress,
+                     init_dsno=args.init_dsno, disc=args.adv, adv_weight=args.adv_weight)
     o = res["param_overhead"]
     print(f"trained to step {res['final_step']} (loss {res['last_loss']:.4f}); temporal blocks add "
           f"{o['temporal_params']:,} parameters to {o['backbone_params']:,} ({o['overhead_pct']:.1f}%); "

@@ -1,7 +1,9 @@
 """DSNO's training objective (weighted L1/L2 over the M decoded times) and its trajectory error metric.
 
 Training (:class:`DSNOObjective`): weighted L1 (or L2) over the M outputs with λ(t) = α_t/σ_t clamped at
-``max_weight``; the dataset is the trajectory bank, with x = x_T and y = the target trajectory.
+``max_weight``; the dataset is the trajectory bank, with x = x_T and y = the target trajectory. With an
+``adversary`` (a frozen discriminator's logit d(x_t, t), e.g. discriminator guidance's) a distributional term
+is added: the non-saturating generator loss softplus(-logit d) = -log d at every decoded time t_m < 1.
 """
 from __future__ import annotations
 
@@ -60,11 +62,30 @@ class DSNOObjective(Objective):
     kind = KIND
 
     def __init__(self, schedule, times, loss: str = "l1", max_weight: float = DEFAULT_MAX_WEIGHT,
-                 weighting: str = "snr", min_weight: float = 0.0, baseline=None):
+                 weighting: str = "snr", min_weight: float = 0.0, baseline=None, adversary=None,
+                 adv_weight: float = 0.0, adv_t_min: float = 1e-3):
         if loss not in LOSSES:
             raise ConfigError(f"loss = {loss!r}; expected one of {', '.join(LOSSES)}")
+        if not adv_weight >= 0:
+            raise ConfigError(f"adversarial weight {adv_weight}; expected a weight >= 0")
+        if adv_weight > 0 and adversary is None:
+            raise ConfigError(f"adversarial weight {adv_weight} without a discriminator; pass one (--adv DG_RUN)")
         self.loss_type = loss
         self.weights = loss_weights(schedule, times, max_weight, weighting, min_weight, baseline)
+        self.times = torch.as_tensor(times, dtype=F64)
+        self.adversary, self.adv_weight, self.adv_t_min = adversary, float(adv_weight), float(adv_t_min)
+        if adversary is not None and isinstance(adversary, torch.nn.Module):
+            adversary.requires_grad_(False).eval()  # frozen: only the student learns from it
+
+    def adversarial(self, pred: torch.Tensor) -> torch.Tensor:
+        """(B,) the mean over the decoded times t_m < 1 of softplus(-logit d(x̂_m, max(t_m, adv_t_min))):
+        -log d, small where the discriminator takes the student's states for diffused real data."""
+        keep = [m for m, t in enumerate(self.times.tolist()) if t < 1]
+        B = pred.shape[0]
+        xs = pred[:, keep].reshape(B * len(keep), *pred.shape[2:])
+        t = self.times[keep].clamp_min(self.adv_t_min).repeat(B).to(device=pred.device, dtype=pred.dtype)
+        logit = self.adversary(xs, t).reshape(B, len(keep))
+        return torch.nn.functional.softplus(-logit.float()).mean(1)
 
     def loss(self, module, x, y, draws):
         pred = module(x)
@@ -73,7 +94,12 @@ class DSNOObjective(Objective):
         d = (pred.float() - y.float()).flatten(2)
         err = d.abs().mean(2) if self.loss_type == "l1" else d.pow(2).mean(2)  # (B, M)
         loss = (err * self.weights.to(err)).sum(1)
-        return loss, {"err_mean": err.detach().mean(), "err_final": err.detach()[:, -1].mean()}
+        logs = {"err_mean": err.detach().mean(), "err_final": err.detach()[:, -1].mean()}
+        if self.adv_weight > 0:
+            adv = self.adversarial(pred)
+            loss = loss + self.adv_weight * adv
+            logs["adv"] = adv.detach().mean()
+        return loss, logs
 
 
 def x_T_baseline(x_T: torch.Tensor, traj: torch.Tensor) -> torch.Tensor:

@@ -60,12 +60,15 @@ def read_heldout(run_dir: str | os.PathLike) -> list[dict]:
 def fit_dsno(dsno: DSNO, data: TrajectoryDataset, run_dir: str | os.PathLike, tcfg, *, schedule, loss: str = "l1",
              max_weight: float = DEFAULT_MAX_WEIGHT, weighting: str = "snr", min_weight: float = 0.0,
              heldout: TrajectoryDataset | None = None, config: dict | None = None, extra: dict | None = None,
-             resume: bool = False, progress: bool = True, tensorboard: bool = True) -> tuple[DSNO, dict]:
+             resume: bool = False, progress: bool = True, tensorboard: bool = True, adversary=None,
+             adv_weight: float = 0.0) -> tuple[DSNO, dict]:
     """Train ``dsno`` on the bank with difflab's Trainer (AdamW, warm-up, EMA, checkpoints of kind "dsno").
 
     With ``heldout`` (a second bank from other seeds) the EMA module's RMS error per time on it is appended to
     ``run_dir/heldout.jsonl`` every ``tcfg.sample_every`` steps and at the end, beside the error of the trivial
     predictor x(t) = x_T (:func:`read_heldout`; the curve from which steps, schedule and EMA are chosen).
+    With ``adversary`` (a frozen discriminator, logit d(x_t, t)) and ``adv_weight`` > 0 the loss adds
+    ``adv_weight`` · -log d at the decoded times (:class:`DSNOObjective`): the distributional fine-tune.
     Returns (the EMA module in eval mode, the trainer's result dict plus ``param_overhead`` and, with
     ``heldout``, ``heldout_error`` (M,) at the end).
     """
@@ -77,10 +80,12 @@ def fit_dsno(dsno: DSNO, data: TrajectoryDataset, run_dir: str | os.PathLike, tc
     if heldout is not None and bool(torch.isin(heldout.seeds, data.seeds).any()):
         raise DataError("the held-out bank shares noise seeds with the training bank; draw it with another --seed")
     baseline = x_T_baseline(data.x, data.y) if weighting == "relative" else None
-    objective = DSNOObjective(schedule, data.times, loss, max_weight, weighting, min_weight, baseline)
+    objective = DSNOObjective(schedule, data.times, loss, max_weight, weighting, min_weight, baseline,
+                              adversary=adversary, adv_weight=adv_weight)
     overhead = parameter_overhead(dsno)
     cfg = {"dsno": dsno.config, "objective": {"loss": loss, "max_weight": float(max_weight), "weighting": weighting,
-                                              "min_weight": float(min_weight), "weights": objective.weights.tolist()},
+                                              "min_weight": float(min_weight), "weights": objective.weights.tolist(),
+                                              "adv_weight": float(adv_weight)},
            "train": dataclasses.asdict(tcfg), **(config or {})}
     sample_fn = None
     if heldout is not None:
@@ -106,9 +111,13 @@ def train_dsno(teacher_ckpt: str | os.PathLike, data_dir: str | os.PathLike, run
                steps: int = 2000, batch_size: int = 128, lr: float = 2e-4, modes: int = 3, readout: str = "x0",
                loss: str = "l1", max_weight: float = DEFAULT_MAX_WEIGHT, weighting: str = "snr",
                min_weight: float = 0.0, heldout_dir: str | os.PathLike | None = None, eval_every: int = 0,
-               overrides: Sequence[str] = (), resume: bool = False, progress: bool = True) -> dict:
-    """`difflab dsno-train`: a DSNO initialised from the teacher checkpoint, trained on the bank in
-    ``data_dir``; ``overrides`` are ``train.key=value`` settings of the [train] section. With ``heldout_dir``
+               overrides: Sequence[str] = (), resume: bool = False, progress: bool = True,
+               init_dsno: str | os.PathLike | None = None, disc: str | os.PathLike | None = None,
+               adv_weight: float = 0.0) -> dict:
+    """`difflab dsno-train`: a DSNO initialised from the teacher checkpoint (or, with ``init_dsno``, from a
+    trained DSNO of the same times: a fine-tune), trained on the bank in ``data_dir``; ``overrides`` are
+    ``train.key=value`` settings of the [train] section. With ``disc`` (a discriminator run, ``dg-train``) and
+    ``adv_weight`` > 0 the loss adds -log d at the decoded times (the discriminator frozen). With ``heldout_dir``
     (a bank of other seeds) the held-out error per time is logged every ``eval_every`` steps (and at the end).
     Writes ``run_dir/checkpoints/``, ``run_dir/heldout.jsonl`` and ``run_dir/dsno.json`` (parameter overhead,
     final loss, final held-out error)."""
@@ -126,12 +135,24 @@ def train_dsno(teacher_ckpt: str | os.PathLike, data_dir: str | os.PathLike, run
                                     sample_every=eval_every if heldout_dir is not None else 0))
     tcfg = apply_overrides(base, overrides).train
     heldout = TrajectoryDataset(heldout_dir) if heldout_dir is not None else None
-    dsno = dsno_from_teacher(teacher, data.times, modes=modes, readout=readout)
+    if init_dsno is not None:
+        dsno, _, _ = load_dsno(init_dsno)
+        if not torch.allclose(dsno.times.to(F64), data.times, atol=1e-6):
+            raise DataError(f"--init-dsno {init_dsno} decodes the times {dsno.times.tolist()}; the bank holds "
+                            f"{data.times.tolist()}")
+    else:
+        dsno = dsno_from_teacher(teacher, data.times, modes=modes, readout=readout)
+    adversary = None
+    if disc is not None:
+        from difflab.methods.guidance import load_discriminator
+
+        adversary = load_discriminator(disc)
     run_dir = Path(run_dir)
     _, res = fit_dsno(dsno, data, run_dir, tcfg, schedule=teacher.schedule, loss=loss, max_weight=max_weight,
                       weighting=weighting, min_weight=min_weight, heldout=heldout,
                       config={"teacher": tcfg_full.to_dict(), "teacher_checkpoint": reference_of(teacher_ckpt, ckpt.path),
-                              "bank": str(data_dir)}, resume=resume, progress=progress)
+                              "bank": str(data_dir), "init_dsno": str(init_dsno or ""), "adversary": str(disc or "")},
+                      resume=resume, progress=progress, adversary=adversary, adv_weight=adv_weight)
     write_json(run_dir / "dsno.json", {**res, "bank": str(data_dir), "teacher_checkpoint": reference_of(teacher_ckpt, ckpt.path)})
     return res
 
