@@ -8,6 +8,7 @@ one containing 1 is "no difference".
 
     python benchmarks/solvers_mnist.py mnist-ddpm-ext --nfe 5,10 --n 2000 --seed 1 \\
         --rows dpmpp_2m:auto,unipc:logsnr --out solvers.json --save-dir runs/solvers
+    python benchmarks/solvers_mnist.py mnist-ddpm-ext --nfe '' --merge a.json --merge b.json --plot fid.png  # draw only
 
 A row is ``SAMPLER:GRID`` (GRID one of the grid spacings, ``auto`` the sampler's own). Tune on one
 seed and report on another (the README: tuned at --seed 1, reported at --seed 0).
@@ -63,6 +64,12 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="append", default=[], metavar="JSON",
                    help="rows of earlier runs (--out files, same n and seed) to draw beside this run's (repeatable)")
     args = p.parse_args(argv)
+    if not args.nfe.strip():  # draw earlier runs' rows only
+        if not (args.plot and args.merge):
+            raise SystemExit("solvers_mnist: --nfe '' runs nothing; give --plot FILE.png and --merge JSON to draw earlier rows")
+        merged = [r for j in args.merge for r in json.loads(Path(j).read_text())["rows"]]
+        print(f"wrote {plot_rows(merged, args.plot, args.checkpoint)}")
+        return 0
     import torch
 
     from difflab.cli.common import parse_ints

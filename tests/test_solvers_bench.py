@@ -45,3 +45,15 @@ def test_plot_draws_one_line_per_row(tmp_path):
             for r, fs in (("a", (2.0, 1.0)), ("b", (3.0, 1.5))) for k, f in zip((5, 10), fs)]
     path = solvers_mnist.plot_rows(rows, tmp_path / "p.png", "m")
     assert Path(path).stat().st_size > 1000
+
+
+def test_plot_only_from_earlier_rows(tmp_path):
+    import json
+
+    rows = [{"nfe": n, "row": r, "fid": f, "fid_floor": 0.1, "n": 10000, "feature_space": "difflab-mnist"}
+            for n, r, f in ((5, "a", 2.0), (10, "a", 1.0), (5, "b", 2.5))]
+    (tmp_path / "r.json").write_text(json.dumps({"rows": rows}))
+    assert solvers_mnist.main(["m", "--nfe", "", "--merge", str(tmp_path / "r.json"), "--plot", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="--nfe '' runs nothing"):
+        solvers_mnist.main(["m", "--nfe", ""])

@@ -48,6 +48,9 @@ def test_labels_read_the_noise_level_and_find_the_drift():
     for t in nominal[mid].unique()[::4]:  # v(τ) is curved, so the mean reading is near, not at, the mean's
         assert abs(float(each[nominal == t].mean()) - float(step[nominal == t][0])) <= 0.025
     assert torch.equal(label_states(model, xs, nominal, m, window=0.0), nominal)
+    assert torch.equal(label_states(model, xs, nominal, m, window=0.2, cutoff=0.0), nominal)
+    cut = label_states(model, xs, nominal, m, window=0.2, per="step", cutoff=0.3)
+    assert torch.equal(cut[nominal > 0.3], nominal[nominal > 0.3]) and torch.equal(cut[nominal <= 0.3], step[nominal <= 0.3])
     bx, bn = sampler_states(EpsilonScaling(model, 1.1), (D,), sampler="ancestral", steps=50, n=512)
     biased = label_states(model, bx, bn, m, window=0.2, per="step")
     bmid = (bn > 0.1) & (bn < 0.45)
@@ -111,5 +114,5 @@ def test_cli_trains_g_on_the_samplers_states(tmp_path):
                  "ddim:4", "--states-n", "64", "--states-label", "step", "--no-progress"]) == 0
     lt = load_time_predictor(tp)
     spec = lt.checkpoint.state["extra"]["sampler_states"]
-    assert spec == {"sampler": "ddim", "steps": 4, "n": 64, "window": 0.1, "per": "step", "seed": 0}
+    assert spec == {"sampler": "ddim", "steps": 4, "n": 64, "window": 0.1, "per": "step", "seed": 0, "cutoff": 1.0}
     assert lt.checkpoint.step == 10

@@ -57,6 +57,8 @@ def register(sub) -> dict:
     p.add_argument("--states-label", choices=LABELS, default=STATE_DEFAULTS["per"],
                    help="--on-states: match each state's own pixel variance (sample) or each step's mean (step)")
     p.add_argument("--states-seed", type=int, default=STATE_DEFAULTS["seed"])
+    p.add_argument("--states-cutoff", type=float, default=STATE_DEFAULTS["cutoff"], metavar="T_C",
+                   help="--on-states: states above nominal time T_C keep it as their label (the reading is noise there)")
 
     p = sub.add_parser("tp-report", help="per-t accuracy of a time predictor, and the drift of few-step samplers",
                        epilog=EXAMPLES["tp-report"], formatter_class=fmt)
@@ -105,7 +107,8 @@ def cmd_tp_train(args) -> int:
     states = None
     if args.on_states:
         states = {"sampler": args.on_states[0], "steps": args.on_states[1], "n": args.states_n,
-                  "window": args.states_window, "per": args.states_label, "seed": args.states_seed}
+                  "window": args.states_window, "per": args.states_label, "seed": args.states_seed,
+                  "cutoff": args.states_cutoff}
     res = train_time_predictor(args.diffusion, args.out, steps=args.steps, overrides=args.overrides,
                                data_dir=args.data_dir, progress=not args.no_progress, resume=args.resume,
                                states=states)

@@ -114,7 +114,7 @@ def train_time_predictor(diffusion_ckpt: str | os.PathLike, out: str | os.PathLi
 
     The checkpoint's own config gives the dataset and the forward process; its weights are not
     used (g is trained on the true marginals) unless ``states`` asks for the sampler-state variant:
-    ``{"sampler": "ddim", "steps": 10, "n": 4096, "window": 0.1, "per": "sample", "seed": 0}``
+    ``{"sampler": "ddim", "steps": 10, "n": 4096, "window": 0.1, "per": "sample", "seed": 0, "cutoff": 1.0}``
     (:mod:`~difflab.methods.time_predictor.visited`; missing keys take these values), where g learns
     the visited states of the model's own sampler, each labelled with the time its marginal pixel
     variance matches (the data's own pixel variance from the real training set). Writes ``out/checkpoints`` (kind "time_predictor",
@@ -139,7 +139,7 @@ def train_time_predictor(diffusion_ckpt: str | os.PathLike, out: str | os.PathLi
     return {**res, "time_predictor": tp_cfg, "train": tcfg}
 
 
-STATE_DEFAULTS = {"sampler": "ddim", "steps": 10, "n": 4096, "window": 0.1, "per": "sample", "seed": 0}
+STATE_DEFAULTS = {"sampler": "ddim", "steps": 10, "n": 4096, "window": 0.1, "per": "sample", "seed": 0, "cutoff": 1.0}
 
 
 def visited_bank(model, x0: torch.Tensor, states: dict):
@@ -155,7 +155,8 @@ def visited_bank(model, x0: torch.Tensor, states: dict):
         raise ConfigError(f"sampler-state sampler {spec['sampler']!r}; expected one of {', '.join(sorted(SAMPLERS))}")
     xs, nominal = sampler_states(model, tuple(x0.shape[1:]), sampler=spec["sampler"], steps=int(spec["steps"]),
                                  n=int(spec["n"]), seed=int(spec["seed"]))
-    labels = label_states(model, xs, nominal, data_pixel_variance(x0), window=float(spec["window"]), per=spec["per"])
+    labels = label_states(model, xs, nominal, data_pixel_variance(x0), window=float(spec["window"]), per=spec["per"],
+                          cutoff=float(spec["cutoff"]))
     return xs, labels, spec
 
 

@@ -52,14 +52,17 @@ def sampler_states(model, shape, *, sampler: str = "ddim", steps: int = 10, n: i
 
 
 def label_states(model, states: torch.Tensor, nominal: torch.Tensor, data_var: float, *, window: float = 0.1,
-                 per: str = "sample") -> torch.Tensor:
+                 per: str = "sample", cutoff: float = 1.0) -> torch.Tensor:
     """(N,) float64: the time within ±``window`` of each state's nominal time whose marginal pixel variance
     (:func:`~difflab.methods.time_predictor.shift.marginal_pixel_variance`) is closest to the state's own
     (``per="sample"``) or to the mean over all states at that nominal time (``per="step"``: one label per
-    grid time, the reading for data with few coordinates). ``window=0`` labels every state with its
-    nominal time."""
+    grid time, the reading for data with few coordinates). States at nominal times above ``cutoff`` keep
+    their nominal time (where v(τ) is flat, near pure noise, the reading is noise pinned to the window's
+    edge). ``window=0`` or ``cutoff=0`` labels every state with its nominal time."""
     if per not in LABELS:
         raise ConfigError(f"state labels per {per!r}; expected one of {', '.join(LABELS)}")
+    if not 0 <= cutoff <= 1:
+        raise ConfigError(f"state-label cutoff {cutoff}; expected a time in [0, 1]")
     probe = TimeShiftSampling(model, data_var, window=window)
     nominal = nominal.to(F64)
     s2 = pixel_variance(states)
@@ -67,7 +70,7 @@ def label_states(model, states: torch.Tensor, nominal: torch.Tensor, data_var: f
         keys, inv = torch.unique(nominal, return_inverse=True)
         mean = torch.zeros(len(keys), dtype=F64).index_add_(0, inv, s2) / torch.bincount(inv, minlength=len(keys))
         s2 = mean[inv]
-    return probe.match(s2, nominal, states[0].numel())
+    return torch.where(nominal > cutoff, nominal, probe.match(s2, nominal, states[0].numel()))
 
 
 class StateTimeObjective(Objective):
