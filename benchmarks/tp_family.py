@@ -8,7 +8,10 @@ every MNIST-family feature space.
 A variant is a string of ``difflab sample``'s method options (the same parser), or ``calibrated W
 [x0|coefficients]``: a per-step time map (``StepTimeMap``) from a 512-sample pilot run of the same
 sampler and T (its own seed), each step's time moved within ±W to where the pilot states' mean pixel
-variance matches the marginal's (``calibrate_step_times``). ``--save-dir`` keeps
+variance matches the marginal's (``calibrate_step_times``); or ``tuned W [N [SWEEPS]]``: the timestep
+tuner's per-step map (``tune_step_times``: each step's time within ±W fitted on N pilot noises of its own
+seed so the samples land on the same model's converged ODE, dpmpp_2m on 200 log-SNR steps; deterministic
+samplers only). ``--save-dir`` keeps
 every sample set as .npz (``difflab eval X.npz --data mnist --vs Y.npz`` re-scores a pair). A ratio
 interval that excludes 1 is a difference; one that contains it is "no difference". Tune on one seed
 and report on another (the README's figures: tuned at --seed 1, reported at --seed 0).
@@ -26,7 +29,7 @@ from pathlib import Path
 def variant_options(text: str) -> dict | None:
     """:func:`difflab.compose.stack_on`'s keywords from a string of ``sample``'s method options (None
     for a ``calibrated`` variant, built per sampler and T)."""
-    if text.split()[0] == "calibrated":
+    if text.split()[0] in ("calibrated", "tuned"):
         return None
     from difflab.cli.common import add_stack_args, stack_options
 
@@ -41,11 +44,21 @@ def variant_options(text: str) -> dict | None:
 
 
 def calibrated_stack(loaded, text: str, sampler: str, steps: int, data_dir):
-    """The ``calibrated W [readout]`` variant's stack for this sampler and T."""
+    """The ``calibrated W [readout]`` or ``tuned W [N [SWEEPS]]`` variant's stack for this sampler and T."""
     from difflab.compose import SamplingStack, training_pixel_variance
-    from difflab.methods.time_predictor import StepTimeMap, calibrate_step_times
+    from difflab.methods.time_predictor import StepTimeMap, calibrate_step_times, tune_step_times, tuner_table
 
     words = text.split()
+    if words[0] == "tuned":
+        window = float(words[1])
+        n = int(words[2]) if len(words) > 2 else 128
+        sweeps = int(words[3]) if len(words) > 3 else 1
+        mapping, report = tune_step_times(loaded.model, tuple(loaded.data_shape), sampler=sampler, steps=steps,
+                                          window=window, n=n, sweeps=sweeps, progress=True)
+        print(tuner_table(report), flush=True)
+        moved = ", ".join(f"{t:.2f}->{tau:.3f}" for t, tau in sorted(mapping.items(), reverse=True))
+        return SamplingStack(model=StepTimeMap(loaded.model, mapping), data_shape=tuple(loaded.data_shape),
+                             loaded=loaded, parts=(loaded.describe(), f"tuned times: {moved or 'none moved'}"))
     window, readout = float(words[1]), (words[2] if len(words) > 2 else "input")
     m = training_pixel_variance(loaded, data_dir)
     mapping = calibrate_step_times(loaded.model, m, tuple(loaded.data_shape), sampler=sampler, steps=steps,

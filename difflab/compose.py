@@ -34,6 +34,7 @@ class SamplingStack:
     defaults: dict = field(default_factory=dict)
     num_classes: int | None = None
     tp_coefficients: bool = False
+    tuned_for: tuple | None = None  # (sampler, steps) of a --step-times table: the only grid it applies to
     data_name: str = ""  # a DSNO's teacher's data (a diffusion model's is ``loaded.data_name()``)
 
     @property
@@ -89,7 +90,7 @@ def build_stack(ref, *, device="cpu", use_ema: bool = True, flags: str | None = 
     and noisy classifier, each checked to have been trained on data of the model's shape; ``label``:
     the class of every sample; the time wrappers ``time_shift``, ``t_shift``, ``eps_scale``)."""
     if checkpoint_kind(ref) == "dsno":
-        if any(methods.get(k) for k in ("tp", "dg", "cg", "time_shift", "t_shift", "eps_scale")):
+        if any(methods.get(k) for k in ("tp", "dg", "cg", "time_shift", "t_shift", "step_times", "eps_scale")):
             raise ConfigError(f"{ref} is a DSNO operator (one evaluation, no sampler): --tp, --dg and --cg apply to "
                               f"a diffusion model; guide or time-shift its teacher instead")
         from difflab.methods.dsno.training import load_dsno
@@ -111,7 +112,7 @@ def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_
              dg_weight: float = 1.0, dg_window=(0.0, 1.0), dg_max_norm=None, cg=None, cg_scale: float = 1.0,
              label: int | None = None, time_shift: float | None = None, ts_cutoff: float = 0.0,
              ts_data_var: float | None = None, t_shift: float | None = None, eps_scale=None,
-             time_readout: str = "input", data_dir=None, device="cpu") -> SamplingStack:
+             step_times=None, time_readout: str = "input", data_dir=None, device="cpu") -> SamplingStack:
     """:func:`build_stack` on a diffusion model already loaded (so several stacks can share one base, as
     ``bench`` does for its side-by-side TP, DG and TP + DG rows).
 
@@ -119,13 +120,15 @@ def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_
     scaling (``eps_scale`` = b or (b, k): ε / (b + k t)) below it: ``time_shift`` is Time-Shift's
     window half-width (``ts_cutoff`` its cutoff; ``ts_data_var`` the data's mean pixel variance,
     default measured on 10,000 training images of the model's data), ``t_shift`` a constant ξ.
-    ``tp_window``: g(x) clamped to within ±W of the nominal time. ``time_readout``: 'input' (only the
+    ``tp_window``: g(x) clamped to within ±W of the nominal time. ``step_times``: a per-step table written
+    by ``difflab tp-tune`` (the timestep tuner), for its own sampler and T only. ``time_readout``: 'input' (only the
     model sees the chosen time), 'x0' (x̂0 read at it, every
     sampler) or 'coefficients' (the per-sample samplers; ``tp_coefficients`` is the same for TP)."""
     model, shape, parts = loaded.model, tuple(loaded.data_shape), [loaded.describe()]
     if time_readout not in TIME_READOUTS:
         raise ConfigError(f"time readout {time_readout!r}; expected one of {', '.join(TIME_READOUTS)}")
-    chosen = [f for f, v in (("--tp", tp), ("--time-shift", time_shift), ("--t-shift", t_shift)) if v is not None]
+    chosen = [f for f, v in (("--tp", tp), ("--time-shift", time_shift), ("--t-shift", t_shift),
+                             ("--step-times", step_times)) if v is not None]
     if len(chosen) > 1:
         raise ConfigError(f"{' and '.join(chosen)} each choose the time the model is evaluated at; pass one of them")
     coefficients = tp_coefficients or time_readout == "coefficients"
@@ -157,6 +160,14 @@ def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_
 
         model = ConstantShift(model, t_shift, clamp=tp_clamp, **how)
         parts.append(f"t + {t_shift:g}{readout[time_readout if not tp_coefficients else 'coefficients']}")
+    tuned_for = None
+    if step_times is not None:
+        from difflab.methods.time_predictor import StepTimeMap, load_step_times
+
+        mapping, meta = load_step_times(step_times)
+        model = StepTimeMap(model, mapping, **how)
+        tuned_for = (meta.get("sampler"), meta.get("steps"))
+        parts.append(f"tuned times for {tuned_for[0]}@{tuned_for[1]} ({step_times}){readout[time_readout]}")
     if dg is not None or cg is not None:
         from difflab.methods.guidance import guided_model
 
@@ -173,7 +184,7 @@ def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_
             parts.append(f"CG {cg} (scale {cg_scale:g}, class {label})")
     defaults = dict((loaded.cfg.to_dict().get("sample") or {}) if loaded.cfg is not None else {})
     return SamplingStack(model=model, data_shape=shape, loaded=loaded, parts=tuple(parts), defaults=defaults,
-                         num_classes=loaded.num_classes, tp_coefficients=coefficients)
+                         num_classes=loaded.num_classes, tp_coefficients=coefficients, tuned_for=tuned_for)
 
 
 def training_pixel_variance(loaded: LoadedModel, data_dir=None, data: str | None = None) -> float:
@@ -209,6 +220,9 @@ def stack_generate(stack: SamplingStack, *, sampler: str = "ddim", steps: int = 
     same per-sample noise. Same result dict as ``generate``."""
     from difflab.samplers import generate
 
+    if stack.tuned_for is not None and tuple(stack.tuned_for) != (sampler, steps):
+        raise ConfigError(f"the step-times table was tuned for {stack.tuned_for[0]} with {stack.tuned_for[1]} steps, "
+                          f"not {sampler} with {steps}; tune one for this grid with `difflab tp-tune`")
     if stack.dsno is None:
         sample_fn = None
         if stack.tp_coefficients:

@@ -77,6 +77,14 @@ CASES = [
     ("sample mnist-ddpm --dg-window a,b --dg mnist-dg --out " + OUT, "--dg-window: 'a,b'"),
     ("sample mnist-ddpm --dg mnist-dg --dg-weight inf --out " + OUT, "--dg-weight: 'inf'"),
     ("sample mnist-dsno --tp mnist-tp --out " + OUT, "is a DSNO operator"),
+    # tp-tune
+    ("tp-tune toy-ddpm --steps 0 --out {tmp}/t.json", "--steps: '0'"),
+    ("tp-tune toy-ddpm --n 0 --out {tmp}/t.json", "--n: '0'"),
+    ("tp-tune toy-ddpm --window 1.5 --out {tmp}/t.json", "tuner window 1.5"),
+    ("tp-tune toy-ddpm --candidates 1 --out {tmp}/t.json", "candidates = 1"),
+    ("tp-tune toy-ddpm --sampler ancestral --out {tmp}/t.json", "invalid choice"),
+    ("tp-tune toy-ddpm --out {tmp}/t.png", "expected a file ending in"),
+    ("sample toy-ddpm --step-times {tmp}/none.json --out {tmp}/x.png", "no such step-times table"),
     # tp-sample / tp-report
     ("tp-sample mnist-ddpm --tp mnist-tp --steps 0 --out " + OUT, "--steps: '0'"),
     ("tp-sample mnist-ddpm --tp mnist-tp --n 0 --out " + OUT, "--n: '0'"),  # was a ZeroDivisionError

@@ -83,6 +83,8 @@ def add_stack_args(p) -> None:
     m.add_argument("--ts-data-var", type=float, default=None, metavar="M", help="Time-Shift: the data's mean "
                    "per-sample pixel variance (default: measured on 10,000 of the model's training images)")
     m.add_argument("--t-shift", type=float, default=None, metavar="XI", help="evaluate the model at t + XI")
+    m.add_argument("--step-times", default=None, metavar="FILE", help="a per-step time table from `difflab tp-tune` "
+                   "(the timestep tuner), for the sampler and T it was tuned for")
     m.add_argument("--time-readout", choices=("input", "x0", "coefficients"), default="input",
                    help="how a time layer's chosen time enters the step: the model's input only (default), x̂0 "
                    "read at it (any sampler), or every coefficient (the per-sample samplers)")
@@ -97,7 +99,7 @@ def add_stack_args(p) -> None:
     m.add_argument("--cg-scale", type=float, default=1.0, help="CG's scale")
 
 
-TIME_OPTIONS = ("tp", "time_shift", "t_shift", "eps_scale")
+TIME_OPTIONS = ("tp", "time_shift", "t_shift", "step_times", "eps_scale")
 
 
 def stack_options(args, *, cg: bool = True) -> dict:
@@ -106,6 +108,7 @@ def stack_options(args, *, cg: bool = True) -> dict:
     opts = dict(tp=args.tp, tp_coefficients=args.tp_coefficients, tp_clamp=args.tp_clamp, tp_window=args.tp_window,
                 time_shift=args.time_shift,
                 ts_cutoff=args.ts_cutoff, ts_data_var=args.ts_data_var, t_shift=args.t_shift,
+                step_times=getattr(args, "step_times", None),
                 time_readout=args.time_readout, eps_scale=args.eps_scale, dg=args.dg, dg_weight=args.dg_weight,
                 dg_window=args.dg_window, data_dir=getattr(args, "data_dir", None))
     if cg:

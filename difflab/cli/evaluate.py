@@ -235,6 +235,9 @@ def cmd_bench(args) -> int:
 
     from difflab.compose import check_label, stack_on
 
+    if args.step_times is not None:
+        raise ConfigError("--step-times is a table for one sampler and T, not for bench's rows; judge it with "
+                          "`difflab eval MODEL --sampler S --steps T --step-times FILE --vs PLAIN.npz`")
     device = auto_device(args.device)
     loaded = load_any(args.checkpoint, flags=args.flags, device=device)
     model, stack = loaded.model, None

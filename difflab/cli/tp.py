@@ -13,7 +13,8 @@ from difflab.cli.common import float_pair, parse_ints
 from difflab.cli.options import output_dir, output_file
 from difflab.methods.time_predictor import (LABELS, STATE_DEFAULTS, TP_TRAIN_DEFAULTS, accuracy_table, drift_table, tp_report,
                                             train_time_predictor)
-from difflab.samplers import SAMPLERS
+from difflab.methods.time_predictor.tuner import TARGETS
+from difflab.samplers import SAMPLERS, SPECS
 from difflab.train.distributed import auto_device
 
 EXAMPLES = {
@@ -27,6 +28,10 @@ EXAMPLES = {
   difflab tp-report runs/toy --tp runs/toy-tp --out runs/toy-tp/report
   difflab tp-report runs/digits --tp runs/digits-tp --out reports/digits-tp --drift-steps 5,10,20 --drift-sampler ddim
   difflab tp-report mnist-ddpm --tp mnist-tp --out reports/mnist-tp --no-drift""",
+    "tp-tune": """examples:
+  difflab tp-tune runs/toy --sampler ddim --steps 10 --out runs/toy-ddim10-times.json
+  difflab tp-tune mnist-ddpm-ext --sampler ddim --steps 10 --window 0.1 --n 128 --out ddim10-times.json
+  difflab eval mnist-ddpm-ext --sampler ddim --steps 10 --step-times ddim10-times.json --n 2000 --vs plain.npz""",
     "tp-sample": """examples:
   difflab tp-sample runs/toy --tp runs/toy-tp --sampler euler_maruyama --steps 10 --n 2000 --out tp-toy.png
   difflab tp-sample mnist-ddpm --tp mnist-tp --sampler ddim --steps 10 --n 64 --coefficients --out tp-mnist.png
@@ -74,6 +79,26 @@ def register(sub) -> dict:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("tp-tune", help="the timestep tuner: fit the time the model is shown at each step of a "
+                       "deterministic sampler to the model's converged ODE", epilog=EXAMPLES["tp-tune"], formatter_class=fmt)
+    p.add_argument("checkpoint", help="the diffusion model (run, checkpoint or zoo name)")
+    p.add_argument("--sampler", default="ddim", choices=sorted(k for k, v in SPECS.items() if not v.stochastic and v.evals_per_step is not None))
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--grid", default="auto", metavar="SPACING", help="the sampler's grid (as in sample --grid)")
+    p.add_argument("--window", type=float, default=0.1, help="each step's time moves within ±W of the nominal one")
+    p.add_argument("--candidates", type=int, default=5, help="equally spaced times tried per step (then a parabola)")
+    p.add_argument("--target", choices=TARGETS, default="final",
+                   help="fit each step to the final sample (default) or to its own landing")
+    p.add_argument("--sweeps", type=int, default=1, help="passes over the steps")
+    p.add_argument("--n", type=int, default=128, help="pilot noises (keep their seed apart from the judged ones)")
+    p.add_argument("--seed", type=int, default=4321)
+    p.add_argument("--teacher", default="dpmpp_2m", help="the ODE solver the target is solved with")
+    p.add_argument("--teacher-steps", type=int, default=200)
+    p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip x̂0 to [-1, 1] (default: the checkpoint's sampling default)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, type=output_file(".json"), help="FILE.json: the table, for --step-times")
+
     p = sub.add_parser("tp-sample", help="sample a diffusion checkpoint with time-predictor sampling",
                        epilog=EXAMPLES["tp-sample"], formatter_class=fmt)
     p.add_argument("checkpoint", help="the diffusion model (run, checkpoint or zoo name)")
@@ -91,7 +116,7 @@ def register(sub) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, type=output_file(".png", ".npz"), help="FILE.png (FILE-tp.png and FILE-original.png for images) + FILE.npz")
-    return {"tp-train": cmd_tp_train, "tp-report": cmd_tp_report, "tp-sample": cmd_tp_sample}
+    return {"tp-train": cmd_tp_train, "tp-report": cmd_tp_report, "tp-tune": cmd_tp_tune, "tp-sample": cmd_tp_sample}
 
 
 def sampler_steps(text: str) -> tuple[str, int]:
@@ -150,6 +175,33 @@ def cmd_tp_report(args) -> int:
                     drift_steps=parse_ints(args.drift_steps, "--drift-steps"), drift_sampler=args.drift_sampler,
                     drift_n=args.drift_n, drift=not args.no_drift, data_dir=args.data_dir, seed=args.seed)
     print(f"report: {write_report(rep, args.out)}")
+    return 0
+
+
+def cmd_tp_tune(args) -> int:
+    import time
+
+    from difflab.compose import stack_on
+    from difflab.loading import load_any
+    from difflab.methods.time_predictor import save_step_times, tune_step_times, tuner_table
+
+    loaded = load_any(args.checkpoint)
+    plain = stack_on(loaded)
+    clip = bool(plain.defaults.get("clip_denoised", False) and plain.is_image) if args.clip is None else args.clip
+    t0 = time.perf_counter()
+    mapping, report = tune_step_times(loaded.model, tuple(loaded.data_shape), sampler=args.sampler, steps=args.steps,
+                                      spacing=args.grid, window=args.window, candidates=args.candidates,
+                                      target=args.target, sweeps=args.sweeps, n=args.n, seed=args.seed,
+                                      teacher=args.teacher, teacher_steps=args.teacher_steps,
+                                      progress=not args.no_progress, **({"clip_denoised": True} if clip else {}))
+    secs = time.perf_counter() - t0
+    out = save_step_times(args.out, mapping, report, checkpoint=str(args.checkpoint), sampler=args.sampler,
+                          steps=args.steps, spacing=args.grid, window=args.window, candidates=args.candidates,
+                          target=args.target, sweeps=args.sweeps, n=args.n, seed=args.seed, teacher=args.teacher,
+                          teacher_steps=args.teacher_steps, clip_denoised=bool(clip), seconds=secs)
+    print(tuner_table(report))
+    print(f"{len(mapping)} of {len(report)} step times moved in {secs:.0f} s; table {out} "
+          f"(use: --sampler {args.sampler} --steps {args.steps} --step-times {out})")
     return 0
 
 

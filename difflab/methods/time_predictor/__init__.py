@@ -14,6 +14,7 @@ model at g(x) instead of the nominal time; the step grid stays the same. One lay
     oracle       oracle = OracleTimePredictor(mixture, schedule)                                # E[t | x], toy world
     diagnostics  accuracy_by_t(...), drift_diagnostics(...), their Markdown tables: how good g is, and why
     visited      sampler_states(...), label_states(...), StateTimeObjective: g on the sampler's own states
+    tuner        tune_step_times(...): a per-step time table fitted to the teacher ODE (a timestep tuner)
     toy          toy_sampling_rows(...): TP against the original samplers, exact toy metrics
     runs         tp_report(...), compare_samples(...): what tp-report / tp-sample compute from checkpoints
 
@@ -34,11 +35,12 @@ from .sampling import (TP_SAMPLERS, sampler_for, tp_ancestral, tp_ddim, tp_euler
                        tp_pf_heun, tp_sample)
 from .toy import REFERENCE_FID, REFERENCE_RATIO, toy_sampling_rows, toy_sampling_table
 from .visited import LABELS, StateTimeObjective, label_states, sampler_states
+from .tuner import load_step_times, save_step_times, teacher_states, tune_step_times, tuner_table
 from .training import (STATE_DEFAULTS, TP_TRAIN_DEFAULTS, LoadedTimePredictor, fit_time_predictor, load_time_predictor, tp_configs,
                        train_time_predictor)
 from .wrapper import PredictedTimeOutput, TimePredictorSampling, wants_per_sample_coefficients
 
-__all__ = ["LABELS", "STATE_DEFAULTS", "StateTimeObjective", "label_states", "sampler_states", "ConstantShift", "EpsilonScaling", "StepTimeMap", "TimeShiftSampling", "calibrate_step_times", "data_pixel_variance", "marginal_pixel_variance",
+__all__ = ["load_step_times", "save_step_times", "teacher_states", "tune_step_times", "tuner_table", "LABELS", "STATE_DEFAULTS", "StateTimeObjective", "label_states", "sampler_states", "ConstantShift", "EpsilonScaling", "StepTimeMap", "TimeShiftSampling", "calibrate_step_times", "data_pixel_variance", "marginal_pixel_variance",
            "mixture_pixel_variance", "pixel_variance", "time_shift_readings", "KIND", "NETS", "PARAMETERIZATIONS", "REFERENCE_FID", "REFERENCE_RATIO", "TORCHVISION_NETS", "TP_SAMPLERS",
            "TP_TRAIN_DEFAULTS", "LoadedTimePredictor", "OracleTimePredictor", "PredictedTimeOutput", "TimePredictor",
            "TimePredictorConfig", "TimePredictorObjective", "TimePredictorSampling", "TimeScale", "TorchvisionBackbone",
