@@ -43,7 +43,7 @@ def variant_options(text: str) -> dict | None:
     return stack_options(args, cg=False)
 
 
-def calibrated_stack(loaded, text: str, sampler: str, steps: int, data_dir):
+def calibrated_stack(loaded, text: str, sampler: str, steps: int, data_dir, spacing: str = "auto"):
     """The ``calibrated W [readout]`` or ``tuned W [N [SWEEPS]]`` variant's stack for this sampler and T."""
     from difflab.compose import SamplingStack, training_pixel_variance
     from difflab.methods.time_predictor import StepTimeMap, calibrate_step_times, tune_step_times, tuner_table
@@ -54,12 +54,15 @@ def calibrated_stack(loaded, text: str, sampler: str, steps: int, data_dir):
         n = int(words[2]) if len(words) > 2 else 128
         sweeps = int(words[3]) if len(words) > 3 else 1
         mapping, report = tune_step_times(loaded.model, tuple(loaded.data_shape), sampler=sampler, steps=steps,
-                                          window=window, n=n, sweeps=sweeps, progress=True)
+                                          spacing=spacing, window=window, n=n, sweeps=sweeps, progress=True)
         print(tuner_table(report), flush=True)
         moved = ", ".join(f"{t:.2f}->{tau:.3f}" for t, tau in sorted(mapping.items(), reverse=True))
         return SamplingStack(model=StepTimeMap(loaded.model, mapping), data_shape=tuple(loaded.data_shape),
                              loaded=loaded, parts=(loaded.describe(), f"tuned times: {moved or 'none moved'}"))
     window, readout = float(words[1]), (words[2] if len(words) > 2 else "input")
+    if spacing != "auto":
+        raise SystemExit(f"tp_family: the calibrated variant runs on the sampler's own grid; --grid {spacing!r} is for "
+                         f"plain and tuned variants")
     m = training_pixel_variance(loaded, data_dir)
     mapping = calibrate_step_times(loaded.model, m, tuple(loaded.data_shape), sampler=sampler, steps=steps,
                                    window=window, n=512)
@@ -76,6 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--samplers", default="ddim,dpmpp_2m,ancestral")
     p.add_argument("--steps", default="10", help="comma-separated T")
+    p.add_argument("--grid", default="auto", help="time grid of every row (auto: each sampler's own; e.g. power:0.8)")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch", type=int, default=250)
@@ -110,10 +114,10 @@ def main(argv=None) -> int:
         for sampler in [s.strip() for s in args.samplers.split(",") if s.strip()]:
             t0 = time.perf_counter()
             base = stack_generate(stack_on(loaded), sampler=sampler, steps=T, n=args.n, seed=args.seed,
-                                  batch=args.batch)
+                                  batch=args.batch, spacing=args.grid)
             base_s = time.perf_counter() - t0
             m = evaluate_samples(base["x"], data, data_dir=args.data_dir, seed=args.seed, n_boot=args.n_boot)
-            row = {"sampler": sampler, "steps": T, "variant": "plain", "n": args.n, "seed": args.seed,
+            row = {"sampler": sampler, "grid": args.grid, "steps": T, "variant": "plain", "n": args.n, "seed": args.seed,
                    "seconds_per_sample": base_s / args.n}
             row.update({k: v for k, v in m.items() if isinstance(v, (int, float, str))})
             rows.append(row)
@@ -123,13 +127,14 @@ def main(argv=None) -> int:
             for k, (v, stack) in enumerate(stacks):
                 t0 = time.perf_counter()
                 if stack is None:
-                    stack = calibrated_stack(loaded, v, sampler, T, args.data_dir)
+                    stack = calibrated_stack(loaded, v, sampler, T, args.data_dir, args.grid)
                     print(f"    {v}: {stack.parts[-1]}", flush=True)
-                r = stack_generate(stack, sampler=sampler, steps=T, n=args.n, seed=args.seed, batch=args.batch)
+                r = stack_generate(stack, sampler=sampler, steps=T, n=args.n, seed=args.seed, batch=args.batch,
+                                   spacing=args.grid)
                 secs = time.perf_counter() - t0
                 c = compare_samples(r["x"], base["x"], data, data_dir=args.data_dir, seed=args.seed,
                                     n_boot=args.n_boot)
-                row = {"sampler": sampler, "steps": T, "variant": v, "stack": " + ".join(stack.parts[1:]),
+                row = {"sampler": sampler, "grid": args.grid, "steps": T, "variant": v, "stack": " + ".join(stack.parts[1:]),
                        "n": args.n, "seed": args.seed, "seconds_per_sample": secs / args.n}
                 row.update({kk: vv for kk, vv in c.items() if isinstance(vv, (int, float, str, bool))})
                 rows.append(row)

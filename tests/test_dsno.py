@@ -152,7 +152,7 @@ def test_logsnr_refinement_is_uniform_in_log_snr_between_recorded_times():
         assert torch.allclose(d, d.mean().expand_as(d), rtol=1e-6)
     d = lam[idx[2] + 1: idx[3]] - lam[idx[2]: idx[3] - 1]  # the last interval: uniform in λ down to t = 1e-3, then 0
     assert torch.allclose(d, d.mean().expand_as(d), rtol=1e-6) and float(grid[-2]) == pytest.approx(1e-3)
-    with pytest.raises(ConfigError, match="refine = 'sigma'"):
+    with pytest.raises(ValueError, match="refine = 'sigma'"):  # the samplers layer's error, as time_grid's
         refine_grid(times, 12, "sigma", sched)
 
 

@@ -340,7 +340,7 @@ def method_rows(loaded, args, device, grid: list) -> tuple[dict, dict, tuple]:
         if bank:  # the teacher exactly as it made the trajectories (its grid through the M times), same noise
             import torch
 
-            from difflab.methods.dsno import refine_grid
+            from difflab.samplers import refine_grid
 
             ts = refine_grid(torch.tensor(bank["times"], dtype=torch.float64), int(bank["steps"]))[0]
             opts = {"ts": ts, **({"clip": True} if bank.get("clip_denoised") else {})}

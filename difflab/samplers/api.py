@@ -32,6 +32,7 @@ def parse_spacing(spec: str) -> tuple[str, float | None]:
     if not (math.isfinite(rho) and rho > 0):
         raise ValueError(f"grid exponent {param!r} in {spec!r}; expected a positive number, e.g. {name}:{GRID_PARAMS[name]:g}")
     return name, rho
+REFINES = ("t", "logsnr")  # how refine_grid cuts each interval between given times into solver steps
 SMALLEST_T = 1e-3  # where a log-SNR or noise-level grid of a continuous model stops before its jump to t = 0
 
 
@@ -167,4 +168,37 @@ def interpolate(model, x_a, x_b, lambdas, *, t0: float = 0.5, steps: int = 50, s
                   **options).x
 
 
-__all__ = ["GRID_PARAMS", "GRID_SPACINGS", "grid_for", "parse_spacing", "interpolate", "sample", "slerp", "time_grid"]
+def refine_grid(times: torch.Tensor, steps: int, refine: str = "t", schedule=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sampler grid that passes exactly through every given time (DSNO's recorded times, a teacher grid).
+
+    Each of the M-1 intervals [t_m, t_{m+1}] is cut into k = ceil(steps / (M-1)) steps, equal in t
+    (``refine="t"``) or in log-SNR λ of ``schedule`` (``"logsnr"``, where DPM-Solver's steps are taken; an
+    interval that ends at t = 0, where λ = ∞, is cut uniformly in λ down to t = 1e-3 and its last step goes
+    to 0). Returns (grid (N+1,) float64 decreasing, idx (M,) int64) with grid[idx] == times.
+    """
+    if refine not in REFINES:
+        raise ValueError(f"refine = {refine!r}; expected one of {', '.join(REFINES)}")
+    if refine == "logsnr" and schedule is None:
+        raise ValueError("refine = 'logsnr' needs the schedule whose log-SNR cuts the intervals")
+    times = torch.as_tensor(times, dtype=F64)
+    k = max(1, math.ceil(steps / (len(times) - 1)))
+    parts = [times[:1]]
+    u = torch.arange(1, k + 1, dtype=F64) / k
+    for a, b in zip(times[:-1], times[1:]):
+        if refine == "t":
+            parts.append(a + (b - a) * u)
+            continue
+        lo = b if b > 0 else torch.tensor(min(SMALLEST_T, float(a) / 2), dtype=F64)
+        n = k if b > 0 else k - 1  # into t = 0: k-1 steps uniform in λ to `lo`, then the step to 0
+        la, lb = schedule.log_snr(a), schedule.log_snr(lo)
+        inner = schedule.t_from_log_snr(la + (lb - la) * torch.arange(1, n + 1, dtype=F64) / max(n, 1)).to(F64)
+        parts.append(inner if b > 0 else torch.cat([inner, b.reshape(1)]))
+    grid = torch.cat(parts)
+    grid[k::k] = times[1:]  # the recorded times bit for bit
+    if not bool((grid[1:] < grid[:-1]).all()):
+        raise ValueError(f"the refined grid is not strictly decreasing ({steps} steps over times {times.tolist()})")
+    return grid, torch.arange(len(times)) * k
+
+
+__all__ = ["GRID_PARAMS", "GRID_SPACINGS", "REFINES", "grid_for", "parse_spacing", "interpolate", "refine_grid", "sample",
+           "slerp", "time_grid"]
