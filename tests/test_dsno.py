@@ -10,10 +10,10 @@ import torch
 from difflab.config import TrainConfig
 from difflab.data import toy_mixture
 from difflab.errors import ConfigError, DataError
-from difflab.methods.dsno import (DSNOObjective, TrajectoryDataset, build_dsno, dsno_from_teacher, dsno_sample,
+from difflab.methods.dsno import (DSNOObjective, TrajectoryDataset, bank_meta, build_dsno, dsno_from_teacher, dsno_sample,
                                   fit_dsno, generate_trajectories, load_dsno, loss_weights, mode_energy_fraction,
                                   noise_from_seeds, noise_seeds, parameter_overhead, refine_grid, trajectory_error,
-                                  trajectory_spectrum, trajectory_times, read_heldout, heldout_error,
+                                  teacher_grid, trajectory_spectrum, trajectory_times, read_heldout, heldout_error,
                                   x_T_baseline)
 from difflab.models import DiffusionModel, exact_mixture_model
 from difflab.nets import MLP, unet_from_preset
@@ -168,6 +168,7 @@ def test_bank_with_a_multistep_teacher_is_that_solver_on_the_refined_grid(tmp_pa
     r = SAMPLERS[sampler](model, ds.x, grid, return_trajectory=True)
     assert torch.allclose(ds.y, r.trajectory[idx].transpose(0, 1).float(), atol=1e-6)
     assert torch.equal(ds.y[:, 0], ds.x) and ds.meta["refine"] == "logsnr" and ds.meta["sampler"] == sampler
+    assert torch.equal(teacher_grid(bank_meta(tmp_path), model.schedule), grid)  # what bench's teacher row runs
 
 
 def test_loss_weights_uniform_and_floor():

@@ -338,11 +338,9 @@ def method_rows(loaded, args, device, grid: list) -> tuple[dict, dict, tuple]:
         baseline = None
         bank = _bank_meta(dcfg.get("bank"))
         if bank:  # the teacher exactly as it made the trajectories (its grid through the M times), same noise
-            import torch
+            from difflab.methods.dsno import teacher_grid
 
-            from difflab.samplers import refine_grid
-
-            ts = refine_grid(torch.tensor(bank["times"], dtype=torch.float64), int(bank["steps"]))[0]
+            ts = teacher_grid(bank, model.schedule)  # refined in t or log-SNR, as the bank recorded
             opts = {"ts": ts, **({"clip": True} if bank.get("clip_denoised") else {})}
             extra["teacher"] = (model, [(bank["sampler"], len(ts) - 1, opts)])
             from difflab.metrics.bench import row_name

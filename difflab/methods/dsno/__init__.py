@@ -16,7 +16,8 @@ Modules, one layer each: :mod:`.times` (time grids), :mod:`.bank` (the trajector
 :mod:`.spectrum`, :mod:`.model` (operator + readout), :mod:`.objective`, :mod:`.sampler` (one-shot),
 :mod:`.training`. The commands are in :mod:`difflab.cli.dsno`, the quickstart section in :mod:`difflab.demo.dsno`.
 """
-from .bank import ODE_SAMPLERS, TrajectoryDataset, bank_meta, generate_trajectories, noise_from_seeds, noise_seeds
+from .bank import (ODE_SAMPLERS, TrajectoryDataset, bank_meta, generate_trajectories, noise_from_seeds, noise_seeds,
+                   teacher_grid)
 from .model import DSNO, READOUTS, build_dsno, build_dsno_from_config, dsno_from_teacher, parameter_overhead
 from .objective import (DEFAULT_MAX_WEIGHT, KIND, LOSSES, WEIGHTINGS, DSNOObjective, loss_weights, trajectory_error,
                         x_T_baseline)
@@ -29,6 +30,6 @@ __all__ = [
     "DEFAULT_MAX_WEIGHT", "DSNO", "DSNOObjective", "HELDOUT_LOG", "KIND", "LOSSES", "ODE_SAMPLERS", "READOUTS",
     "REFINES", "SPACINGS", "TrajectoryDataset", "WEIGHTINGS", "bank_meta", "build_dsno", "build_dsno_from_config",
     "dsno_from_teacher", "dsno_sample", "fit_dsno", "generate_trajectories", "heldout_error", "load_dsno",
-    "loss_weights", "mode_energy_fraction", "noise_from_seeds", "noise_seeds", "parameter_overhead", "read_heldout",
+    "loss_weights", "mode_energy_fraction", "noise_from_seeds", "noise_seeds", "parameter_overhead", "read_heldout", "teacher_grid",
     "refine_grid", "train_dsno", "trajectory_error", "trajectory_spectrum", "trajectory_times", "x_T_baseline",
 ]

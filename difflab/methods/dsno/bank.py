@@ -117,6 +117,13 @@ def bank_meta(out_dir: str | os.PathLike) -> dict:
             "teacher": read_json(out_dir / TEACHER, _HINT) or {}}
 
 
+def teacher_grid(meta: dict, schedule) -> torch.Tensor:
+    """The teacher's solver grid exactly as the bank with settings ``meta`` (:func:`bank_meta`) ran it: its
+    ``steps`` refining the recorded times, in t or (``refine`` recorded) in log-SNR of ``schedule``."""
+    times = torch.tensor(meta["times"], dtype=torch.float64)
+    return refine_grid(times, int(meta["steps"]), meta.get("refine", "t"), schedule)[0]
+
+
 class TrajectoryDataset:
     """A trajectory bank in memory: ``ds[i] = (x_T (...), trajectory (M, ...))``.
 
