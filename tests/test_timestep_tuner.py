@@ -108,7 +108,7 @@ def test_bad_settings_are_one_line_errors(kw):
 
 def test_cli_tunes_a_table_and_sample_uses_it_only_on_its_own_grid(tmp_path, capsys):
     """tp-tune writes the table; sample --step-times reproduces the library's StepTimeMap bit for bit on the
-    same noise; another T, bench, and a second time layer are one-line errors."""
+    same noise; another T, another grid, bench, and a second time layer are one-line errors."""
     from difflab.cli import main
     from difflab.io.samples import load_sample_arrays
     from difflab.loading import load_any
@@ -132,6 +132,8 @@ def test_cli_tunes_a_table_and_sample_uses_it_only_on_its_own_grid(tmp_path, cap
                           sampler="dpmpp_2m", steps=4, n=16, seed=5)["x"]
     assert torch.equal(torch.as_tensor(got).float(), want.float())
     for argv in (["sample", "toy-ddpm", "--sampler", "dpmpp_2m", "--steps", "5", "--step-times", str(table)],
+                 ["sample", "toy-ddpm", "--sampler", "dpmpp_2m", "--steps", "4", "--grid", "uniform", "--step-times",
+                  str(table)],
                  ["sample", "toy-ddpm", "--sampler", "dpmpp_2m", "--steps", "4", "--step-times", str(table),
                   "--t-shift", "0.01"],
                  ["bench", "toy-ddpm", "--step-times", str(table)]):

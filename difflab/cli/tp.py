@@ -201,7 +201,8 @@ def cmd_tp_tune(args) -> int:
                           teacher_steps=args.teacher_steps, clip_denoised=bool(clip), seconds=secs)
     print(tuner_table(report))
     print(f"{len(mapping)} of {len(report)} step times moved in {secs:.0f} s; table {out} "
-          f"(use: --sampler {args.sampler} --steps {args.steps} --step-times {out})")
+          f"(use: --sampler {args.sampler} --steps {args.steps}{'' if args.grid == 'auto' else f' --grid {args.grid}'} "
+          f"--step-times {out})")
     return 0
 
 
