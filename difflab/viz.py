@@ -90,8 +90,12 @@ def save_curves(series: dict, path, xlabel: str, ylabel: str, title: str = "", l
     for label, y in (hlines or {}).items():
         ax.axhline(y, ls="--", c="0.5", lw=1)
         ax.text(ax.get_xlim()[0], y, f" {label}", va="bottom", fontsize=8, color="0.4")
-    if logx:
+    if logx:  # label the x values themselves (NFE 3, 4, ... rather than 3×10⁰)
         ax.set_xscale("log")
+        ticks = sorted({float(x) for xs, _ in series.values() for x in xs})
+        if 0 < len(ticks) <= 16:
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
