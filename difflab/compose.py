@@ -34,7 +34,7 @@ class SamplingStack:
     defaults: dict = field(default_factory=dict)
     num_classes: int | None = None
     tp_coefficients: bool = False
-    tuned_for: tuple | None = None  # (sampler, steps, grid) of a --step-times table: the only grid it applies to
+    tuned_for: tuple | None = None  # (sampler, steps, grid, clip) of a --step-times table: the only run it applies to
     data_name: str = ""  # a DSNO's teacher's data (a diffusion model's is ``loaded.data_name()``)
 
     @property
@@ -166,7 +166,8 @@ def stack_on(loaded: LoadedModel, *, tp=None, tp_coefficients: bool = False, tp_
 
         mapping, meta = load_step_times(step_times)
         model = StepTimeMap(model, mapping, **how)
-        tuned_for = (meta.get("sampler"), meta.get("steps"), meta.get("spacing") or "auto")
+        tuned_for = (meta.get("sampler"), meta.get("steps"), meta.get("spacing") or "auto",
+                     bool(meta.get("clip_denoised", False)))
         parts.append(f"tuned times for {tuned_for[0]}@{tuned_for[1]} ({step_times}){readout[time_readout]}")
     if dg is not None or cg is not None:
         from difflab.methods.guidance import guided_model
@@ -226,11 +227,15 @@ def stack_generate(stack: SamplingStack, *, sampler: str = "ddim", steps: int = 
         def grid_name(name, spacing):  # "auto" is the sampler's own grid
             return get_spec(name).default_grid if spacing == "auto" else spacing
 
-        (t_sampler, t_steps, t_grid), grid = stack.tuned_for, options.get("spacing", "auto")
+        (t_sampler, t_steps, t_grid, t_clip), grid = stack.tuned_for, options.get("spacing", "auto")
         if (t_sampler, t_steps) != (sampler, steps) or grid_name(t_sampler, t_grid) != grid_name(sampler, grid):
             raise ConfigError(f"the step-times table was tuned for {t_sampler} with {t_steps} steps on the "
                               f"{grid_name(t_sampler, t_grid)} grid, not {sampler} with {steps} on the "
                               f"{grid_name(sampler, grid)} grid; tune one for this grid with `difflab tp-tune`")
+        if t_clip != bool(options.get("clip", False)):
+            raise ConfigError(f"the step-times table was tuned with x̂0 {'clipped' if t_clip else 'unclipped'} and this run "
+                              f"{'does not clip' if t_clip else 'clips'}; {'pass --clip' if t_clip else 'drop --clip'}, "
+                              f"or tune with `difflab tp-tune ... {'--no-clip' if t_clip else '--clip'}`")
     if stack.dsno is None:
         sample_fn = None
         if stack.tp_coefficients:
