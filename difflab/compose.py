@@ -38,6 +38,11 @@ class SamplingStack:
     data_name: str = ""  # a DSNO's teacher's data (a diffusion model's is ``loaded.data_name()``)
 
     @property
+    def tuned_clip(self) -> bool:
+        """Whether a --step-times table was tuned with x̂0 clipped (the run's default clipping then); False without one."""
+        return bool(self.tuned_for[3]) if self.tuned_for is not None else False
+
+    @property
     def is_image(self) -> bool:
         return len(self.data_shape) == 3
 
@@ -234,7 +239,8 @@ def stack_generate(stack: SamplingStack, *, sampler: str = "ddim", steps: int = 
                               f"{grid_name(sampler, grid)} grid; tune one for this grid with `difflab tp-tune`")
         if t_clip != bool(options.get("clip", False)):
             raise ConfigError(f"the step-times table was tuned with x̂0 {'clipped' if t_clip else 'unclipped'} and this run "
-                              f"{'does not clip' if t_clip else 'clips'}; {'pass --clip' if t_clip else 'drop --clip'}, "
+                              f"{'does not clip' if t_clip else 'clips'}; {'drop --no-clip' if t_clip else 'drop --clip'} (the table's "
+                              f"clipping is the default), "
                               f"or tune with `difflab tp-tune ... {'--no-clip' if t_clip else '--clip'}`")
     if stack.dsno is None:
         sample_fn = None

@@ -108,7 +108,8 @@ def test_bad_settings_are_one_line_errors(kw):
 
 def test_cli_tunes_a_table_and_sample_uses_it_only_on_its_own_grid(tmp_path, capsys):
     """tp-tune writes the table; sample --step-times reproduces the library's StepTimeMap bit for bit on the
-    same noise; another T, another grid, another clipping, bench, and a second time layer are one-line errors."""
+    same noise; a run takes the table's clipping by default; another T, another grid, a contradicting --no-clip,
+    bench, and a second time layer are one-line errors."""
     from difflab.cli import main
     from difflab.io.samples import load_sample_arrays
     from difflab.loading import load_any
@@ -119,10 +120,12 @@ def test_cli_tunes_a_table_and_sample_uses_it_only_on_its_own_grid(tmp_path, cap
                  "40", "--out", str(table), "--no-progress"]) == 0
     mapping, meta = load_step_times(table)
     assert meta["sampler"] == "dpmpp_2m" and meta["steps"] == 4 and meta["n"] == 32 and len(mapping) >= 1
-    clipped = tmp_path / "clipped.json"  # tuned with x̂0 clipped: refused by a run that does not clip
+    clipped = tmp_path / "clipped.json"  # tuned with x̂0 clipped: a run clips by default, --no-clip is refused
     assert main(["tp-tune", "toy-ddpm", "--sampler", "dpmpp_2m", "--steps", "4", "--n", "8", "--teacher-steps",
                  "20", "--clip", "--out", str(clipped), "--no-progress"]) == 0
     assert load_step_times(clipped)[1]["clip_denoised"] is True
+    assert main(["sample", "toy-ddpm", "--sampler", "dpmpp_2m", "--steps", "4", "--n", "4", "--step-times",
+                 str(clipped), "--out", str(tmp_path / "c.npz"), "--no-progress"]) == 0
     assert "| t_k |" in capsys.readouterr().out
     out = tmp_path / "s.npz"
     assert main(["sample", "toy-ddpm", "--sampler", "dpmpp_2m", "--steps", "4", "--n", "16", "--seed", "5",
@@ -141,7 +144,8 @@ def test_cli_tunes_a_table_and_sample_uses_it_only_on_its_own_grid(tmp_path, cap
                  ["sample", "toy-ddpm", "--sampler", "dpmpp_2m", "--steps", "4", "--step-times", str(table),
                   "--t-shift", "0.01"],
                  ["bench", "toy-ddpm", "--step-times", str(table)],
-                 ["sample", "toy-ddpm", "--sampler", "dpmpp_2m", "--steps", "4", "--step-times", str(clipped)]):
+                 ["sample", "toy-ddpm", "--sampler", "dpmpp_2m", "--steps", "4", "--no-clip", "--step-times",
+                  str(clipped)]):
         try:
             code = main([*argv, "--n", "8", "--out", str(tmp_path / "x.md" if argv[0] == "bench" else tmp_path / "x.npz")])
         except SystemExit as e:

@@ -47,7 +47,8 @@ def register(sub) -> dict:
     p.add_argument("--vs", default=None, type=input_path, metavar="OTHER.npz",
                    help="compare with these samples (e.g. another run's --save): FID ratio and difference with "
                         "95%% intervals, paired when both have n samples from the same seeds (the MNIST family)")
-    p.add_argument("--clip", action="store_true", help="clip x̂0 to [-1, 1] (images)")
+    p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip x̂0 to [-1, 1] (images; default off, or as a --step-times table was tuned)")
     p.add_argument("--label", type=int, default=None, help="class of every sample (CG's target)")
     p.add_argument("--batch", type=int, default=500, help="samples per network batch (the samples do not depend on it)")
     p.add_argument("--device", default="auto")
@@ -158,7 +159,8 @@ def cmd_eval(args) -> int:
         per_seed, res = [], None
         for k in range(max(1, args.seeds)):
             res = stack_generate(stack, sampler=args.sampler, steps=args.steps, n=n, seed=args.seed + k,
-                                 device=device, spacing=args.grid, clip=args.clip, batch=args.batch,
+                                 device=device, spacing=args.grid, batch=args.batch,
+                                 clip=args.clip if args.clip is not None else stack.tuned_clip,
                                  label=args.label if stack.num_classes is not None else None,
                                  progress=not args.no_progress)
             per_seed.append(evaluate_samples(res["x"], data, data_dir=args.data_dir, seed=args.seed + k,

@@ -118,6 +118,8 @@ def sample_settings(args, stack) -> dict:
     d = {**SAMPLE_FALLBACKS, **{k: v for k, v in stack.defaults.items() if k in SAMPLE_FALLBACKS}}
     if not stack.is_image:
         d["clip_denoised"] = False
+    if stack.tuned_for is not None:  # a --step-times table applies to the clipping it was tuned with
+        d["clip_denoised"] = stack.tuned_clip
     given = {"sampler": args.sampler, "steps": args.steps, "n": args.n, "eta": args.eta, "clip_denoised": args.clip,
              "grid": args.grid}
     return {k: (given[k] if given[k] is not None else d[k]) for k in SAMPLE_FALLBACKS}

@@ -32,6 +32,8 @@ def parse_spacing(spec: str) -> tuple[str, float | None]:
     if not (math.isfinite(rho) and rho > 0):
         raise ValueError(f"grid exponent {param!r} in {spec!r}; expected a positive number, e.g. {name}:{GRID_PARAMS[name]:g}")
     return name, rho
+
+
 REFINES = ("t", "logsnr")  # how refine_grid cuts each interval between given times into solver steps
 SMALLEST_T = 1e-3  # where a log-SNR or noise-level grid of a continuous model stops before its jump to t = 0
 

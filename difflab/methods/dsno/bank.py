@@ -19,10 +19,10 @@ from difflab.errors import ConfigError, DataError
 from difflab.io import read_json, write_json
 from difflab.io.bank import MANIFEST, load_bank, sample_seeds, write_bank
 from difflab.samplers.noise import PerSampleNoise
-from difflab.samplers import SAMPLERS
+from difflab.samplers import SAMPLERS, refine_grid
 
 from .model import teacher_data_shape
-from .times import refine_grid, trajectory_times
+from .times import trajectory_times
 
 from difflab.process.schedules import F64
 BANK_KIND = "difflab-dsno-trajectories"

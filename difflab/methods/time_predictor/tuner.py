@@ -62,8 +62,7 @@ def teacher_states(model, x_T: torch.Tensor, grid: torch.Tensor, *, teacher: str
                    teacher_steps: int = 200, **options) -> torch.Tensor:
     """(len(grid), n, ...): the ``teacher`` ODE solver's states at every time of ``grid`` from x_T (a grid
     refining ``grid`` into about ``teacher_steps`` steps, uniform in log-SNR within each interval)."""
-    from difflab.samplers import refine_grid
-    from difflab.samplers import SAMPLERS, get_spec
+    from difflab.samplers import SAMPLERS, get_spec, refine_grid
 
     if get_spec(teacher).stochastic:
         raise ConfigError(f"teacher = {teacher!r} draws noise; the tuner's target is a deterministic ODE solver, "
