@@ -238,10 +238,9 @@ def stack_generate(stack: SamplingStack, *, sampler: str = "ddim", steps: int = 
                               f"{grid_name(t_sampler, t_grid)} grid, not {sampler} with {steps} on the "
                               f"{grid_name(sampler, grid)} grid; tune one for this grid with `difflab tp-tune`")
         if t_clip != bool(options.get("clip", False)):
-            raise ConfigError(f"the step-times table was tuned with x̂0 {'clipped' if t_clip else 'unclipped'} and this run "
-                              f"{'does not clip' if t_clip else 'clips'}; {'drop --no-clip' if t_clip else 'drop --clip'} (the table's "
-                              f"clipping is the default), "
-                              f"or tune with `difflab tp-tune ... {'--no-clip' if t_clip else '--clip'}`")
+            tuned, run, flag = ("clipped", "does not clip", "--no-clip") if t_clip else ("unclipped", "clips", "--clip")
+            raise ConfigError(f"the step-times table was tuned with x̂0 {tuned} and this run {run}; drop {flag} (the "
+                              f"table's clipping is the default), or tune with `difflab tp-tune ... {flag}`")
     if stack.dsno is None:
         sample_fn = None
         if stack.tp_coefficients:

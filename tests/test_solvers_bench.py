@@ -68,14 +68,14 @@ def test_toy_summary_pairs_each_row_with_its_own_seeds_floor():
 
     floors = [0.05, 0.07, 0.04]
     vals = [0.06, 0.075, 0.041]
-    rows = [{"sampler": "floor", "grid": "true vs true", "nfe": 0, "sliced_w2": f, "seed": s}
+    rows = [{"kind": "ref", "sampler": "floor", "grid": "", "budget": 0, "sliced_w2": f, "seed": s}
             for s, f in enumerate(floors)]
-    rows += [{"sampler": "ipndm", "grid": "power:3", "nfe": 10, "sliced_w2": v, "seed": s, "to_ode": 0.01 * s}
-             for s, v in enumerate(vals)]
+    rows += [{"kind": "difflab", "sampler": "ipndm", "grid": "power:3", "budget": 10, "nfe": 10 - (s == 1),
+              "sliced_w2": v, "seed": s, "to_ode": 0.01 * s} for s, v in enumerate(vals)]
     s = solvers_toy.summarise(rows, 3)[("ipndm", "power:3", 10)]
     d = np.subtract(vals, floors)
     half = student_t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
-    assert s["mean"] == pytest.approx(np.mean(vals)) and s["to_ode"] == pytest.approx(0.01)
+    assert s["mean"] == pytest.approx(np.mean(vals)) and s["to_ode"] == pytest.approx(0.01) and s["nfe"] == 10
     assert (s["d_lo"], s["d_hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
     one = solvers_toy.summarise(rows[:1] + rows[3:4], 1)[("ipndm", "power:3", 10)]
     assert "lo" not in one and one["minus_floor"] == pytest.approx(0.01)
