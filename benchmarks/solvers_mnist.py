@@ -104,7 +104,9 @@ def main(argv=None) -> int:
         row["seconds_per_sample"] = secs / args.n
         out.append(row)
         if save:
-            save_samples(x, save / f"{tag}-nfe{row['nfe']}-s{args.seed}.npz")
+            save_samples(x, save / f"{tag}-nfe{row['nfe']}-s{args.seed}.npz",
+                         meta={k: v for k, v in row.items() if k in ("nfe", "row", "n", "seed", "sampler", "grid")}
+                         | {"source": args.checkpoint, "data": data})
 
     for nfe in parse_ints(args.nfe, "--nfe"):
         best = None

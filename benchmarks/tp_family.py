@@ -123,7 +123,8 @@ def main(argv=None) -> int:
             rows.append(row)
             print(_line(row, SPACE_PREFIX), flush=True)
             if save:
-                save_samples(base["x"], save / f"{sampler}-{T}-plain-s{args.seed}.npz")
+                save_samples(base["x"], save / f"{sampler}-{T}-plain-s{args.seed}.npz",
+                             meta={**row, "source": args.checkpoint, "data": data})
             for k, (v, stack) in enumerate(stacks):
                 t0 = time.perf_counter()
                 if stack is None:
@@ -140,7 +141,9 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(_line(row, SPACE_PREFIX), flush=True)
                 if save:
-                    save_samples(r["x"], save / f"{sampler}-{T}-v{k}-s{args.seed}.npz")
+                    save_samples(r["x"], save / f"{sampler}-{T}-v{k}-s{args.seed}.npz",
+                                 meta={"sampler": sampler, "grid": args.grid, "steps": T, "variant": v, "n": args.n,
+                                       "seed": args.seed, "source": args.checkpoint, "data": data})
             if args.out:
                 Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "rows": rows}, indent=2))
     return 0

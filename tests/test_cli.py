@@ -35,6 +35,10 @@ def test_train_sample_info(toy_run, tmp_path, capsys):
     assert out.exists()
     arr = np.load(out.with_suffix(".npz"))["samples"]
     assert arr.shape == (50, 2) and np.isfinite(arr).all()
+    from difflab.io.samples import load_sample_meta
+
+    meta = load_sample_meta(out.with_suffix(".npz"))  # what made them, so that --vs can tell paired sets
+    assert meta["sampler"] == "ddim" and meta["steps"] == 5 and meta["seed"] == 0 and meta["n"] == 50
     capsys.readouterr()
     assert main(["info", str(toy_run)]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -649,6 +649,48 @@ def test_eval_vs_compares_two_sample_files_paired_in_both_feature_spaces(mnist_e
                  "--out", str(out)]) == 0
     same = json.loads(out.read_text())["vs"]
     assert same["ratio"] == same["ratio_lo"] == same["ratio_hi"] == 1.0 and same["diff_lo"] == same["diff_hi"] == 0.0
+    # the same two sets recorded as made from different seeds are compared unpaired, and the line says so
+    from difflab.io.samples import save_samples
+
+    save_samples(blurred, tmp_path / "a1.npz", meta={"seed": 1, "data": "mnist"})
+    save_samples(x, tmp_path / "b0.npz", meta={"seed": 0, "data": "mnist"})
+    assert main(["eval", str(tmp_path / "a1.npz"), "--data", "mnist", "--vs", str(tmp_path / "b0.npz"), "--n-boot",
+                 "50", "--out", str(out)]) == 0
+    assert "unpaired: seeds 1 and 0" in capsys.readouterr().out
+    un = json.loads(out.read_text())["vs"]
+    assert not un["paired"] and un["ratio"] == pytest.approx(vs["ratio"], rel=1e-9) and un["ratio_lo"] > 1.0
+
+
+def test_pairing_needs_the_same_size_and_the_same_recorded_seed():
+    from difflab.cli.evaluate import pairing
+
+    assert pairing(10, 0, 10, 0) == (True, "paired: both seed 0")
+    assert pairing(10, 0, 10, 3)[0] is False and "seeds 0 and 3" in pairing(10, 0, 10, 3)[1]
+    assert pairing(10, 0, 12, 0)[0] is False and "10 and 12 samples" in pairing(10, 0, 12, 0)[1]
+    assert pairing(10, None, 10, 5) == (True, "paired by position (no seed recorded for one set)")
+
+
+def test_saved_samples_carry_what_made_them_and_are_written_whole(tmp_path):
+    from difflab.io.samples import load_sample_arrays, load_sample_meta, save_samples
+
+    x = torch.linspace(-1, 1, 2 * 784).reshape(2, 1, 28, 28)
+    save_samples(x, tmp_path / "s.npz", meta={"sampler": "ddim", "steps": 10, "seed": 3, "grid": None})
+    assert load_sample_meta(tmp_path / "s.npz") == {"sampler": "ddim", "steps": 10, "seed": 3, "grid": None}
+    key, a = load_sample_arrays(tmp_path / "s.npz", ("samples",))
+    assert np.array_equal(a, x.numpy()) and [p.name for p in tmp_path.iterdir()] == ["s.npz"]  # no .tmp left
+    np.savez(tmp_path / "old.npz", samples=x.numpy())
+    assert load_sample_meta(tmp_path / "old.npz") is None and load_sample_meta(tmp_path / "missing.npz") is None
+
+
+def test_eval_vs_samples_of_other_data_is_one_line(tmp_path, capsys):
+    from difflab.cli import main
+    from difflab.io.samples import save_samples
+
+    np.savez(tmp_path / "a.npz", samples=np.zeros((8, 2), np.float32))
+    save_samples(torch.zeros(8, 1, 28, 28), tmp_path / "b.npz", meta={"data": "mnist", "seed": 0})
+    assert main(["eval", str(tmp_path / "a.npz"), "--data", "toy:ring8", "--vs", str(tmp_path / "b.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "samples of 'mnist'" in err and "'toy:ring8'" in err
 
 
 def test_eval_save_on_a_sample_file_is_one_line(tmp_path, capsys):

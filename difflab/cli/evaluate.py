@@ -140,8 +140,13 @@ def cmd_eval(args) -> int:
             raise DataError(f"{src}: pass --data NAME (e.g. mnist, toy:ring8) to say what the samples should match")
         if args.save:
             raise DataError(f"--save writes generated samples; {src} is already a sample file (drop --save)")
+        from difflab.io.samples import load_sample_meta
+
         x = _load_samples(src)
         data, info = args.data, {"source": str(src)}
+        made = load_sample_meta(src) or {}
+        if "seed" in made:
+            info["seed"] = made["seed"]
         m = evaluate_samples(x, data, data_dir=args.data_dir, seed=args.seed, n_boot=args.n_boot)
     else:
         from difflab.metrics.bench import combine_seeds, default_n
@@ -166,21 +171,31 @@ def cmd_eval(args) -> int:
             per_seed.append(evaluate_samples(res["x"], data, data_dir=args.data_dir, seed=args.seed + k,
                                              n_boot=args.n_boot))
         x, m = res["x"], per_seed[0] if len(per_seed) == 1 else combine_seeds(per_seed)
-        info = {"source": " + ".join(stack.parts), "sampler": "dsno" if stack.dsno is not None else args.sampler, "steps": args.steps, "nfe": res["nfe"],
-                "seed": args.seed, "seeds": len(per_seed), "seconds_per_sample": res["seconds_per_sample"]}
+        # "seed": the seed of the samples in x (the last of --seeds), the one --save records
+        info = {"source": " + ".join(stack.parts), "sampler": "dsno" if stack.dsno is not None else args.sampler,
+                "steps": args.steps, "grid": args.grid, "nfe": res["nfe"], "seed": args.seed + len(per_seed) - 1,
+                "seeds": len(per_seed), "first_seed": args.seed, "seconds_per_sample": res["seconds_per_sample"]}
     result = {**info, "data": data, "n": len(x), **{k: v for k, v in m.items() if isinstance(v, (int, float, str))}}
     if args.save:
         from difflab.io.samples import save_samples
 
-        save_samples(x, Path(args.save))
+        save_samples(x, Path(args.save), meta={**info, "data": data, "n": len(x)})
         result["samples_file"] = str(args.save)
     vs = None
     if args.vs:
+        from difflab.io.samples import load_sample_meta
         from difflab.metrics.bench import compare_samples
 
         y = _load_samples(args.vs)
-        vs = compare_samples(x, y, data, data_dir=args.data_dir, seed=args.seed, n_boot=max(args.n_boot, 2))
-        result["vs"] = {"file": str(args.vs), "n_other": len(y), **vs}
+        other = load_sample_meta(args.vs) or {}
+        if other.get("data") not in (None, data):
+            raise DataError(f"--vs {args.vs}: those are samples of {other['data']!r}, these of {data!r}; compare "
+                            f"samples of the same data")
+        paired, why = pairing(len(x), info.get("seed"), len(y), other.get("seed"))
+        vs = compare_samples(x, y, data, data_dir=args.data_dir, seed=args.seed, n_boot=max(args.n_boot, 2),
+                             paired=paired)
+        vs["pairing"] = why
+        result["vs"] = {"file": str(args.vs), "n_other": len(y), "other": other or None, **vs}
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)
@@ -203,6 +218,19 @@ def _load_samples(path):
     return x / 127.5 - 1 if key == "images_uint8" else x
 
 
+def pairing(n_a: int, seed_a, n_b: int, seed_b) -> tuple[bool, str]:
+    """Whether two sample sets may be compared pairwise (sample i of both from the same starting noise),
+    and why: the same size and the same recorded seed; the same size and no record of one seed (paired
+    by position, as files from before the record or other tools must be); else unpaired."""
+    if n_a != n_b:
+        return False, f"unpaired: {n_a} and {n_b} samples"
+    if seed_a is not None and seed_b is not None:
+        if int(seed_a) != int(seed_b):
+            return False, f"unpaired: seeds {seed_a} and {seed_b} (different noise)"
+        return True, f"paired: both seed {seed_a}"
+    return True, "paired by position (no seed recorded for one set)"
+
+
 def compare_line(c: dict, other) -> str:
     """'vs OTHER (paired): FID ratio, difflab-mnist: 0.87 [0.83, 0.91], difference -0.12 [...]; res: ...'."""
     from difflab.metrics.bench import SPACE_PREFIX
@@ -213,8 +241,8 @@ def compare_line(c: dict, other) -> str:
             parts.append(f"{c[pre + 'feature_space']} FID ratio {c[pre + 'ratio']:.3f} [{c[pre + 'ratio_lo']:.3f}, "
                          f"{c[pre + 'ratio_hi']:.3f}], difference {c[pre + 'diff']:+.3f} [{c[pre + 'diff_lo']:+.3f}, "
                          f"{c[pre + 'diff_hi']:+.3f}]")
-    how = "paired" if c.get("paired") else "unpaired"
-    return f"vs {other} ({how}, 95% intervals; one excluding 1 / 0 is a difference): " + "; ".join(parts)
+    how = c.get("pairing") or ("paired" if c.get("paired") else "unpaired")
+    return f"vs {other} ({how}; 95% intervals; one excluding 1 / 0 is a difference): " + "; ".join(parts)
 
 
 def summary_line(m: dict, n: int, data: str) -> str:

@@ -144,7 +144,9 @@ def cmd_sample(args) -> int:
                              clip=st["clip_denoised"], label=args.label, batch=args.batch, device=device,
                              progress=not args.no_progress, trajectory=args.trajectory, spacing=st["grid"])
         x, traj, nfe, what = res["x"], res["trajectory"], res["nfe"], st["sampler"]
-    written = save_samples(x, Path(args.out), npz=args.npz)
+    meta = {"source": " + ".join(stack.parts), "sampler": what, "steps": st["steps"], "grid": st["grid"],
+            "nfe": nfe, "seed": args.seed, "n": len(x)}
+    written = save_samples(x, Path(args.out), npz=args.npz, meta=meta)
     if traj is not None and traj.dim() == 5:
         written.append(viz.save_trajectory_strip(traj, Path(args.out).with_suffix("").as_posix() + "-trajectory.png",
                                                  num_frames=traj.shape[0], scale=viz.auto_scale(traj.shape[-1])))

@@ -24,9 +24,24 @@ def load_sample_arrays(path, keys=("images_uint8", "samples")) -> tuple:
                         f"{' or '.join(map(repr, keys))}") from None
 
 
-def save_samples(x, path: Path, npz: bool = False) -> list[Path]:
+def load_sample_meta(path) -> dict | None:
+    """What made the samples in the .npz ``path`` (the ``meta`` that :func:`save_samples` recorded: source,
+    sampler, steps, seed, ...), or None for a file without that record (older files, other tools)."""
+    import json
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta_json"])) if "meta_json" in z.files else None
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def save_samples(x, path: Path, npz: bool = False, meta: dict | None = None) -> list[Path]:
     """Write ``x`` as a PNG (grid or scatter) and/or .npz; ValueError (nothing written) when any value is
-    not finite: a black or empty picture from a diverged model must not pass for samples."""
+    not finite: a black or empty picture from a diverged model must not pass for samples. ``meta`` (what
+    made them: sampler, seed, ...) is stored in the .npz as JSON, read back by :func:`load_sample_meta`."""
     import torch
 
     from difflab import viz
@@ -43,9 +58,16 @@ def save_samples(x, path: Path, npz: bool = False) -> list[Path]:
         arrays = {"samples": x.numpy()}
         if x.dim() == 4:
             arrays["images_uint8"] = viz.to_uint8(x).numpy()
+        if meta is not None:
+            import json
+
+            arrays["meta_json"] = np.array(json.dumps(meta, sort_keys=True, default=str))
         p = path.with_suffix(".npz")
         p.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(p, **arrays)
+        tmp = p.with_name(p.name + ".tmp")
+        with open(tmp, "wb") as f:  # whole or not at all: an interrupted write leaves the old file
+            np.savez_compressed(f, **arrays)
+        tmp.replace(p)
         written.append(p)
     if path.suffix != ".npz":
         if x.dim() == 4:

@@ -146,10 +146,11 @@ def mnist_family_metrics(x: torch.Tensor, name: str, *, data_dir=None, seed: int
 
 
 def compare_samples(a: torch.Tensor, b: torch.Tensor, data_name: str, *, data_dir=None, seed: int = 0,
-                    n_boot: int = 200) -> dict:
+                    n_boot: int = 200, paired: bool | None = None) -> dict:
     """Samples ``a`` against samples ``b`` of the same data, in every shipped feature space of the MNIST
-    family: ratio and difference of their FIDs with paired-bootstrap 95% intervals (paired when both have
-    the same size, i.e. made from the same per-sample seeds), keys prefixed per :data:`SPACE_PREFIX`."""
+    family: ratio and difference of their FIDs with paired-bootstrap 95% intervals (``paired``, by default
+    when both have the same size, i.e. made from the same per-sample seeds), keys prefixed per
+    :data:`SPACE_PREFIX`."""
     from .evaluator import available_kinds, compare_images
 
     name = data_name.strip().lower()
@@ -157,7 +158,7 @@ def compare_samples(a: torch.Tensor, b: torch.Tensor, data_name: str, *, data_di
         raise DifflabError(f"a paired FID comparison needs the MNIST family's evaluators; {data_name!r} has none")
     out: dict = {}
     for kind in available_kinds(name):
-        c = compare_images(a, b, name, data_dir=data_dir, kind=kind, n_boot=n_boot, seed=seed)
+        c = compare_images(a, b, name, data_dir=data_dir, kind=kind, n_boot=n_boot, seed=seed, paired=paired)
         out.update({SPACE_PREFIX[kind] + k: v for k, v in c.items()})
     return out
 
