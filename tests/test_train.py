@@ -100,6 +100,8 @@ def test_training_lowers_the_loss(tmp_path):
     assert [l["step"] for l in lines] == list(range(5, 301, 5))
     assert {"loss", "lr", "grad_norm", "steps_per_s", "mse"} <= set(lines[-1])
     assert lines[-1]["loss"] < lines[0]["loss"] / 2
+    # the figure `train` prints is the log's last line (a 5-step mean), not one batch's loss
+    assert out["recent_loss"] == pytest.approx(lines[-1]["loss"]) and out["recent_steps"] == 5
 
 
 # ---------------------------------------------------------------------------------------------

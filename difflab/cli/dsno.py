@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import torch
 
 from difflab import viz
+from difflab.cli.common import final_loss
 from difflab.cli.options import input_path, output_dir, output_file
 from difflab.errors import CheckpointError
 from difflab.io.samples import save_samples
@@ -127,7 +128,7 @@ def cmd_dsno_train(args) -> int:
                      eval_every=args.eval_every, overrides=args.overrides, resume=args.resume, progress=not args.no_progress,
                      init_dsno=args.init_dsno, disc=args.adv, adv_weight=args.adv_weight)
     o = res["param_overhead"]
-    print(f"trained to step {res['final_step']} (loss {res['last_loss']:.4f}); temporal blocks add "
+    print(f"trained to step {res['final_step']} ({final_loss(res)}); temporal blocks add "
           f"{o['temporal_params']:,} parameters to {o['backbone_params']:,} ({o['overhead_pct']:.1f}%); "
           f"checkpoint {res['checkpoint']}")
     if "heldout_error" in res:

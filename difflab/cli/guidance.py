@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from difflab.cli.common import final_loss
 from difflab.cli.options import input_path, output_dir, output_file
 from difflab.data import load_dataset
 from difflab.errors import DataError, DifflabError
@@ -170,7 +171,7 @@ def cmd_train(args) -> int:
                               source=f"{lm.describe()}; bank {args.bank}")
     ev = res["last_eval"]
     acc = f"; held-out accuracy {ev['acc']:.3f}, BCE {ev['loss']:.4f}" if ev else ""
-    print(f"trained to step {res['final_step']} (BCE {res['last_loss']:.4f}{acc}); checkpoint {res['checkpoint']}; "
+    print(f"trained to step {res['final_step']} ({final_loss(res, 'BCE')}{acc}); checkpoint {res['checkpoint']}; "
           f"per-epoch table {res['table']}")
     if ev:
         import json
@@ -209,7 +210,7 @@ def cmd_cg_train(args) -> int:
                            device=args.device, progress=not args.no_progress, resume=args.resume)
     ev = res["last_eval"]
     acc = f"; held-out accuracy {ev['acc']:.3f}" if ev else ""
-    print(f"trained to step {res['final_step']} (CE {res['last_loss']:.4f}{acc}); checkpoint {res['checkpoint']}")
+    print(f"trained to step {res['final_step']} ({final_loss(res, 'CE')}{acc}); checkpoint {res['checkpoint']}")
     return 0
 
 

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.common import add_stack_args, grid_spec, stack_from_args
+from difflab.cli.common import add_stack_args, final_loss, grid_spec, stack_from_args
 from difflab.cli.options import input_path, output_dir, output_file
 from difflab.io.samples import save_samples
 from difflab.samplers.batched import generate
@@ -91,7 +91,7 @@ def cmd_train(args) -> int:
     out = Path(args.out or f"runs/{cfg.name or Path(args.config).stem}")
     res = train(cfg, out, resume=args.resume, data_dir=args.data_dir, progress=not args.no_progress,
                 sample_fn=_grid_sample_fn(cfg))
-    print(f"trained to step {res['final_step']} (loss {res['last_loss']:.4f}); checkpoint {res['checkpoint']}")
+    print(f"trained to step {res['final_step']} ({final_loss(res)}); checkpoint {res['checkpoint']}")
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from difflab import viz
-from difflab.cli.common import float_pair, parse_ints
+from difflab.cli.common import final_loss, float_pair, parse_ints
 from difflab.cli.options import output_dir, output_file
 from difflab.methods.time_predictor import (LABELS, STATE_DEFAULTS, TP_TRAIN_DEFAULTS, accuracy_table, drift_table, tp_report,
                                             train_time_predictor)
@@ -137,7 +137,7 @@ def cmd_tp_train(args) -> int:
     res = train_time_predictor(args.diffusion, args.out, steps=args.steps, overrides=args.overrides,
                                data_dir=args.data_dir, progress=not args.no_progress, resume=args.resume,
                                states=states)
-    print(f"trained g to step {res['final_step']} (loss {res['last_loss']:.5f}); checkpoint {res['checkpoint']}")
+    print(f"trained g to step {res['final_step']} ({final_loss(res, digits=5)}); checkpoint {res['checkpoint']}")
     return 0
 
 

@@ -420,7 +420,8 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to ``tcfg.steps``, holding the run directory's lock (a second writer is refused).
-        Returns dict(final_step, last_loss, checkpoint). On Ctrl-C, says how many steps since the
+        Returns dict(final_step, last_loss, recent_loss, recent_steps, checkpoint): the last batch's
+        loss and the mean over the last log window (``recent_steps`` steps, log.jsonl's last line). On Ctrl-C, says how many steps since the
         last checkpoint are lost, and re-raises."""
         with self.lock if self.ctx.is_main else contextlib.nullcontext():
             try:
@@ -441,6 +442,7 @@ class Trainer:
         logger = _Logger(self, resumed)
         sampled_at = None
         meter = _Meter()
+        recent = None  # (mean loss, steps) of the last log window: what log.jsonl's last line says
         try:
             while self.step < tc.steps:
                 out = self.train_step()
@@ -453,14 +455,20 @@ class Trainer:
                 meter.add(out)
                 logger.bar(out)
                 if tc.log_every and self.step % tc.log_every == 0:
-                    logger.record(self.step, meter.flush(tc.batch_size))
+                    n_window = meter.n
+                    rec = meter.flush(tc.batch_size)
+                    logger.record(self.step, rec)
+                    recent = (rec["loss"], n_window)
                 if tc.ckpt_every and self.step % tc.ckpt_every == 0:
                     self.save()
                 if tc.sample_every and self.step % tc.sample_every == 0:
                     self._sample()
                     sampled_at = self.step
             if meter.n:
-                logger.record(self.step, meter.flush(tc.batch_size))
+                n_window = meter.n
+                rec = meter.flush(tc.batch_size)
+                logger.record(self.step, rec)
+                recent = (rec["loss"], n_window)
             if self._saved_step != self.step:
                 self.save()
             if sampled_at != self.step:
@@ -468,6 +476,7 @@ class Trainer:
         finally:
             logger.close()
         return {"final_step": self.step, "last_loss": self.last_loss,
+                "recent_loss": recent[0] if recent else None, "recent_steps": recent[1] if recent else 0,
                 "checkpoint": str(self._checkpoint) if self._checkpoint is not None else None}
 
     def _sample(self) -> None:
