@@ -39,6 +39,7 @@ def test_train_sample_info(toy_run, tmp_path, capsys):
 
     meta = load_sample_meta(out.with_suffix(".npz"))  # what made them, so that --vs can tell paired sets
     assert meta["sampler"] == "ddim" and meta["steps"] == 5 and meta["seed"] == 0 and meta["n"] == 50
+    assert meta["clip"] is False  # 2-D data: the [sample] table's clip default is for images only
     capsys.readouterr()
     assert main(["info", str(toy_run)]) == 0
     info = json.loads(capsys.readouterr().out)

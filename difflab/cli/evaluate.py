@@ -162,10 +162,12 @@ def cmd_eval(args) -> int:
             raise DataError(f"{args.source}: pass --data NAME to say what the samples should match")
         n = args.n or default_n(data, 1 if stack.dsno is not None else SPECS[args.sampler].nfe(args.steps))
         per_seed, res = [], None
+        # eval's x̂0 clipping default is off (a --step-times table's own otherwise), unlike sample's, which
+        # follows the checkpoint's [sample] table: every reported figure is unclipped unless it says --clip
+        clip = args.clip if args.clip is not None else stack.tuned_clip
         for k in range(max(1, args.seeds)):
             res = stack_generate(stack, sampler=args.sampler, steps=args.steps, n=n, seed=args.seed + k,
-                                 device=device, spacing=args.grid, batch=args.batch,
-                                 clip=args.clip if args.clip is not None else stack.tuned_clip,
+                                 device=device, spacing=args.grid, batch=args.batch, clip=clip,
                                  label=args.label if stack.num_classes is not None else None,
                                  progress=not args.no_progress)
             per_seed.append(evaluate_samples(res["x"], data, data_dir=args.data_dir, seed=args.seed + k,
@@ -173,8 +175,9 @@ def cmd_eval(args) -> int:
         x, m = res["x"], per_seed[0] if len(per_seed) == 1 else combine_seeds(per_seed)
         # "seed": the seed of the samples in x (the last of --seeds), the one --save records
         info = {"source": " + ".join(stack.parts), "sampler": "dsno" if stack.dsno is not None else args.sampler,
-                "steps": args.steps, "grid": args.grid, "nfe": res["nfe"], "seed": args.seed + len(per_seed) - 1,
-                "seeds": len(per_seed), "first_seed": args.seed, "seconds_per_sample": res["seconds_per_sample"]}
+                "steps": args.steps, "grid": args.grid, "clip": bool(clip), "nfe": res["nfe"],
+                "seed": args.seed + len(per_seed) - 1, "seeds": len(per_seed), "first_seed": args.seed,
+                "seconds_per_sample": res["seconds_per_sample"]}
     result = {**info, "data": data, "n": len(x), **{k: v for k, v in m.items() if isinstance(v, (int, float, str))}}
     if args.save:
         from difflab.io.samples import save_samples

@@ -145,12 +145,14 @@ def cmd_sample(args) -> int:
                              progress=not args.no_progress, trajectory=args.trajectory, spacing=st["grid"])
         x, traj, nfe, what = res["x"], res["trajectory"], res["nfe"], st["sampler"]
     meta = {"source": " + ".join(stack.parts), "sampler": what, "steps": st["steps"], "grid": st["grid"],
-            "nfe": nfe, "seed": args.seed, "n": len(x)}
+            "clip": bool(st["clip_denoised"]), "nfe": nfe, "seed": args.seed, "n": len(x)}
     written = save_samples(x, Path(args.out), npz=args.npz, meta=meta)
     if traj is not None and traj.dim() == 5:
         written.append(viz.save_trajectory_strip(traj, Path(args.out).with_suffix("").as_posix() + "-trajectory.png",
                                                  num_frames=traj.shape[0], scale=viz.auto_scale(traj.shape[-1])))
-    print(f"{len(x)} samples of {' + '.join(stack.parts)}, {what}, {nfe} network evaluations per sample -> "
+    clipped = "" if stack.dsno is not None or not stack.is_image else \
+        (", x̂0 clipped" if st["clip_denoised"] else ", x̂0 unclipped")
+    print(f"{len(x)} samples of {' + '.join(stack.parts)}, {what}{clipped}, {nfe} network evaluations per sample -> "
           f"{', '.join(map(str, written))}")
     return 0
 
