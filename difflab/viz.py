@@ -107,6 +107,35 @@ def save_curves(series: dict, path, xlabel: str, ylabel: str, title: str = "", l
     return save_figure(fig, path)
 
 
+def save_ratio_panels(panels: dict, path, xlabel: str, ylabel: str = "ratio to the base sampler") -> Path:
+    """One panel per ``{title: {label: [(x, ratio, lo, hi), ...]}}`` (e.g. per feature space): each label's
+    ratios against x with their intervals as error bars, a dashed line at 1 (no difference), log-scaled x
+    labelled with the x values themselves. Points of one label at the same x are nudged apart."""
+    plt = _mpl()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, sharey=True)
+    xs_all = sorted({float(pt[0]) for series in panels.values() for pts in series.values() for pt in pts})
+    for ax, (title, series) in zip(axes[0], panels.items()):
+        k = len(series)
+        for j, (label, pts) in enumerate(series.items()):
+            pts = sorted(pts)
+            nudge = 1.0 + 0.03 * (j - (k - 1) / 2)
+            x = [float(p[0]) * nudge for p in pts]
+            r = [float(p[1]) for p in pts]
+            err = [[max(0.0, p[1] - p[2]) for p in pts], [max(0.0, p[3] - p[1]) for p in pts]]
+            ax.errorbar(x, r, yerr=err, marker="o", ms=4, capsize=3, lw=1, label=label)
+        ax.axhline(1.0, ls="--", c="0.4", lw=1)
+        ax.set_xscale("log")
+        if xs_all:
+            ax.set_xticks(xs_all, [f"{v:g}" for v in xs_all])
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return save_figure(fig, path)
+
+
 def save_trajectory_strip(trajectory: torch.Tensor, path, num_frames: int = 10, scale: int = 1) -> Path:
     """Rows = samples, columns = evenly chosen steps of a trajectory (S, B, C, H, W)."""
     S, B = trajectory.shape[:2]
