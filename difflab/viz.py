@@ -107,10 +107,12 @@ def save_curves(series: dict, path, xlabel: str, ylabel: str, title: str = "", l
     return save_figure(fig, path)
 
 
-def save_ratio_panels(panels: dict, path, xlabel: str, ylabel: str = "ratio to the base sampler") -> Path:
+def save_ratio_panels(panels: dict, path, xlabel: str, ylabel: str = "ratio to the base sampler",
+                      styles: dict | None = None) -> Path:
     """One panel per ``{title: {label: [(x, ratio, lo, hi), ...]}}`` (e.g. per feature space): each label's
     ratios against x with their intervals as error bars, a dashed line at 1 (no difference), log-scaled x
-    labelled with the x values themselves. Points of one label at the same x are nudged apart."""
+    labelled with the x values themselves. Labels at the same x are nudged apart; ``styles`` gives a label
+    its matplotlib line style (color, marker, ls)."""
     plt = _mpl()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, sharey=True)
     xs_all = sorted({float(pt[0]) for series in panels.values() for pts in series.values() for pt in pts})
@@ -122,7 +124,8 @@ def save_ratio_panels(panels: dict, path, xlabel: str, ylabel: str = "ratio to t
             x = [float(p[0]) * nudge for p in pts]
             r = [float(p[1]) for p in pts]
             err = [[max(0.0, p[1] - p[2]) for p in pts], [max(0.0, p[3] - p[1]) for p in pts]]
-            ax.errorbar(x, r, yerr=err, marker="o", ms=4, capsize=3, lw=1, label=label)
+            style = {"marker": "o", **((styles or {}).get(label) or {})}
+            ax.errorbar(x, r, yerr=err, ms=4, capsize=3, lw=1, label=label, **style)
         ax.axhline(1.0, ls="--", c="0.4", lw=1)
         ax.set_xscale("log")
         if xs_all:

@@ -43,6 +43,21 @@ def parse_ratio_rows(markdown: str, heading: str = "## Reported") -> list[dict]:
     return rows
 
 
+VARIANT_COLOR = {"--t-shift": "tab:blue", "--eps-scale": "tab:orange", "--time-shift": "tab:red",
+                 "tuned": "tab:purple", "--tp": "tab:green"}
+SAMPLER_STYLE = {"ddim": ("o", "-"), "dpmpp_2m": ("s", "--"), "dpmpp_3m": ("^", ":"), "ancestral": ("D", "-.")}
+
+
+def style_of(row: dict) -> dict:
+    """Colour by the variant's kind, marker and line by the sampler (hollow markers on a non-default grid)."""
+    color = next((c for k, c in VARIANT_COLOR.items() if row["variant"].startswith(k)), "tab:gray")
+    marker, ls = SAMPLER_STYLE.get(row["sampler"], ("x", "-"))
+    style = {"color": color, "marker": marker, "ls": ls}
+    if row["grid"] != "auto":
+        style["mfc"] = "white"
+    return style
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("recipe")
@@ -55,13 +70,15 @@ def main(argv=None) -> int:
     if not rows:
         print(f"tp_family_plot: no ratio rows under {args.heading!r} in {args.recipe}", file=sys.stderr)
         return 2
-    panels = {"difflab-mnist": {}, "difflab-mnist-res": {}}
+    panels, styles = {"difflab-mnist": {}, "difflab-mnist-res": {}}, {}
     for r in rows:
         sampler = r["sampler"] + ("" if r["grid"] == "auto" else f" {r['grid']}")
         label = f"{sampler}, {r['variant']}"
+        styles[label] = style_of(r)
         panels["difflab-mnist"].setdefault(label, []).append((r["steps"], r["ratio"], r["lo"], r["hi"]))
         panels["difflab-mnist-res"].setdefault(label, []).append((r["steps"], r["res_ratio"], r["res_lo"], r["res_hi"]))
-    out = save_ratio_panels(panels, args.out, xlabel="T (steps)", ylabel="FID ratio to the plain sampler, paired 95%")
+    out = save_ratio_panels(panels, args.out, xlabel="T (steps)", ylabel="FID ratio to the plain sampler, paired 95%",
+                            styles=styles)
     print(f"wrote {out}: {len(rows)} rows")
     return 0
 
