@@ -141,7 +141,7 @@ def test_checkpoint_sample_defaults_apply_unless_overridden(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", "mnist-iddpm", "--n", "3", "--steps", "2", "--out", str(tmp_path / "d.npz"), *Q]) == 0
     out = capsys.readouterr().out
-    assert "ddim, 2 network evaluations" in out  # the recorded sampler (ddim), and --steps overrides the 50
+    assert "ddim, x̂0 clipped, 2 network evaluations" in out  # the recorded sampler and clipping; --steps overrides 50
     assert np.load(tmp_path / "d.npz")["samples"].shape == (3, 1, 28, 28)
     assert main(["info", "mnist-iddpm"]) == 0
     assert '"clip_denoised": true' in capsys.readouterr().out

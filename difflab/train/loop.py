@@ -202,6 +202,7 @@ class Trainer:
         self.noise_gen = torch.Generator().manual_seed(noise_seed)
         self.step = 0
         self.last_loss: float | None = None
+        self.recent: tuple | None = None  # (mean loss, steps) of the last log window: log.jsonl's last line
         self.rollbacks = 0
         self._initial_state: dict | None = None
         self._saved_step: int | None = None
@@ -292,6 +293,7 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
             "last_loss": self.last_loss,
+            "recent": list(self.recent) if self.recent else None,
             "scaler": self.scaler.state_dict(),
             "world_size": self.ctx.world_size,
             "rank_rng": ranks_rng[1:],
@@ -328,6 +330,7 @@ class Trainer:
             _seed_globals(self.tcfg.seed + self.ctx.rank + 1000 * int(state["step"]))
         self.step = int(state["step"])
         self.last_loss = trainer.get("last_loss")
+        self.recent = tuple(trainer["recent"]) if trainer.get("recent") else None
 
     def _apply_lr(self) -> None:
         """Set the optimizer's LR from the schedule (after a restore, or a change of lr_scale)."""
@@ -442,7 +445,6 @@ class Trainer:
         logger = _Logger(self, resumed)
         sampled_at = None
         meter = _Meter()
-        recent = None  # (mean loss, steps) of the last log window: what log.jsonl's last line says
         try:
             while self.step < tc.steps:
                 out = self.train_step()
@@ -458,7 +460,7 @@ class Trainer:
                     n_window = meter.n
                     rec = meter.flush(tc.batch_size)
                     logger.record(self.step, rec)
-                    recent = (rec["loss"], n_window)
+                    self.recent = (rec["loss"], n_window)
                 if tc.ckpt_every and self.step % tc.ckpt_every == 0:
                     self.save()
                 if tc.sample_every and self.step % tc.sample_every == 0:
@@ -468,7 +470,7 @@ class Trainer:
                 n_window = meter.n
                 rec = meter.flush(tc.batch_size)
                 logger.record(self.step, rec)
-                recent = (rec["loss"], n_window)
+                self.recent = (rec["loss"], n_window)
             if self._saved_step != self.step:
                 self.save()
             if sampled_at != self.step:
@@ -476,7 +478,8 @@ class Trainer:
         finally:
             logger.close()
         return {"final_step": self.step, "last_loss": self.last_loss,
-                "recent_loss": recent[0] if recent else None, "recent_steps": recent[1] if recent else 0,
+                "recent_loss": self.recent[0] if self.recent else None,
+                "recent_steps": self.recent[1] if self.recent else 0,
                 "checkpoint": str(self._checkpoint) if self._checkpoint is not None else None}
 
     def _sample(self) -> None:
