@@ -110,6 +110,11 @@ def main(argv=None) -> int:
     if save:
         save.mkdir(parents=True, exist_ok=True)
     rows = []
+
+    def made(row: dict) -> dict:  # what a saved sample file records: the row's settings, not its metrics
+        keep = ("sampler", "grid", "steps", "variant", "n", "seed")
+        return {k: row[k] for k in keep if k in row} | {"source": args.checkpoint, "data": data}
+
     for T in parse_ints(args.steps, "--steps"):
         for sampler in [s.strip() for s in args.samplers.split(",") if s.strip()]:
             t0 = time.perf_counter()
@@ -123,8 +128,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(_line(row, SPACE_PREFIX), flush=True)
             if save:
-                save_samples(base["x"], save / f"{sampler}-{T}-plain-s{args.seed}.npz",
-                             meta={**row, "source": args.checkpoint, "data": data})
+                save_samples(base["x"], save / f"{sampler}-{T}-plain-s{args.seed}.npz", meta=made(row))
             for k, (v, stack) in enumerate(stacks):
                 t0 = time.perf_counter()
                 if stack is None:
@@ -141,9 +145,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(_line(row, SPACE_PREFIX), flush=True)
                 if save:
-                    save_samples(r["x"], save / f"{sampler}-{T}-v{k}-s{args.seed}.npz",
-                                 meta={"sampler": sampler, "grid": args.grid, "steps": T, "variant": v, "n": args.n,
-                                       "seed": args.seed, "source": args.checkpoint, "data": data})
+                    save_samples(r["x"], save / f"{sampler}-{T}-v{k}-s{args.seed}.npz", meta=made(row))
             if args.out:
                 Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "rows": rows}, indent=2))
     return 0

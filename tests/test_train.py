@@ -102,6 +102,9 @@ def test_training_lowers_the_loss(tmp_path):
     assert lines[-1]["loss"] < lines[0]["loss"] / 2
     # the figure `train` prints is the log's last line (a 5-step mean), not one batch's loss
     assert out["recent_loss"] == pytest.approx(lines[-1]["loss"]) and out["recent_steps"] == 5
+    from difflab.train.api import final_loss
+
+    assert final_loss(out) == f"loss {lines[-1]['loss']:.4f}, the mean of the last 5 steps"
 
 
 # ---------------------------------------------------------------------------------------------

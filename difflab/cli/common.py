@@ -4,14 +4,6 @@ from __future__ import annotations
 from difflab.errors import ConfigError
 
 
-def final_loss(res: dict, name: str = "loss", digits: int = 4) -> str:
-    """'loss 0.0412, the mean of the last 100 steps' from a Trainer.fit() result (log.jsonl's last line),
-    or the last batch's loss where no window was logged."""
-    if res.get("recent_loss") is not None:
-        return f"{name} {res['recent_loss']:.{digits}f}, the mean of the last {res['recent_steps']} steps"
-    return f"last batch's {name} {res['last_loss']:.{digits}f}"
-
-
 def parse_ints(text: str, flag: str) -> tuple[int, ...]:
     """Comma-separated positive integers of option ``flag``, or a one-line ConfigError."""
     try:

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import torch
 
 from difflab import viz
-from difflab.cli.common import final_loss
 from difflab.cli.options import input_path, output_dir, output_file
+from difflab.train.api import final_loss
 from difflab.errors import CheckpointError
 from difflab.io.samples import save_samples
 from difflab.loading import load_any

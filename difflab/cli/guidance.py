@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from difflab.cli.common import final_loss
 from difflab.cli.options import input_path, output_dir, output_file
+from difflab.train.api import final_loss
 from difflab.data import load_dataset
 from difflab.errors import DataError, DifflabError
 from difflab.io.samples import save_samples

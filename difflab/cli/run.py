@@ -10,7 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.common import add_stack_args, final_loss, grid_spec, stack_from_args
+from difflab.cli.common import add_stack_args, grid_spec, stack_from_args
+from difflab.train.api import final_loss
 from difflab.cli.options import input_path, output_dir, output_file
 from difflab.io.samples import save_samples
 from difflab.samplers.batched import generate

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from difflab import viz
-from difflab.cli.common import final_loss, float_pair, parse_ints
+from difflab.cli.common import float_pair, parse_ints
 from difflab.cli.options import output_dir, output_file
+from difflab.train.api import final_loss
 from difflab.methods.time_predictor import (LABELS, STATE_DEFAULTS, TP_TRAIN_DEFAULTS, accuracy_table, drift_table, tp_report,
                                             train_time_predictor)
 from difflab.methods.time_predictor.tuner import TARGETS

@@ -176,4 +176,12 @@ def load_model(path: str | os.PathLike, *, use_ema: bool = True, map_location: s
     return model.to(map_location).eval(), cfg, ckpt
 
 
-__all__ = ["check_resume_config", "load_model", "saved_config", "train"]
+def final_loss(res: dict, name: str = "loss", digits: int = 4) -> str:
+    """'loss 0.0412, the mean of the last 100 steps' from a Trainer.fit() result (log.jsonl's last line),
+    or the last batch's loss where no window was logged."""
+    if res.get("recent_loss") is not None:
+        return f"{name} {res['recent_loss']:.{digits}f}, the mean of the last {res['recent_steps']} steps"
+    return f"last batch's {name} {res['last_loss']:.{digits}f}"
+
+
+__all__ = ["check_resume_config", "final_loss", "load_model", "saved_config", "train"]

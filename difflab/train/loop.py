@@ -424,8 +424,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``tcfg.steps``, holding the run directory's lock (a second writer is refused).
         Returns dict(final_step, last_loss, recent_loss, recent_steps, checkpoint): the last batch's
-        loss and the mean over the last log window (``recent_steps`` steps, log.jsonl's last line). On Ctrl-C, says how many steps since the
-        last checkpoint are lost, and re-raises."""
+        loss and the mean over the last log window (``recent_steps`` steps, log.jsonl's last line). On
+        Ctrl-C, says how many steps since the last checkpoint are lost, and re-raises."""
         with self.lock if self.ctx.is_main else contextlib.nullcontext():
             try:
                 return self._fit()
@@ -457,20 +457,14 @@ class Trainer:
                 meter.add(out)
                 logger.bar(out)
                 if tc.log_every and self.step % tc.log_every == 0:
-                    n_window = meter.n
-                    rec = meter.flush(tc.batch_size)
-                    logger.record(self.step, rec)
-                    self.recent = (rec["loss"], n_window)
+                    self._record(logger, meter)
                 if tc.ckpt_every and self.step % tc.ckpt_every == 0:
                     self.save()
                 if tc.sample_every and self.step % tc.sample_every == 0:
                     self._sample()
                     sampled_at = self.step
             if meter.n:
-                n_window = meter.n
-                rec = meter.flush(tc.batch_size)
-                logger.record(self.step, rec)
-                self.recent = (rec["loss"], n_window)
+                self._record(logger, meter)
             if self._saved_step != self.step:
                 self.save()
             if sampled_at != self.step:
@@ -481,6 +475,13 @@ class Trainer:
                 "recent_loss": self.recent[0] if self.recent else None,
                 "recent_steps": self.recent[1] if self.recent else 0,
                 "checkpoint": str(self._checkpoint) if self._checkpoint is not None else None}
+
+    def _record(self, logger, meter) -> None:
+        """One log line: the window's means to log.jsonl / TensorBoard, kept as ``recent`` for fit()'s result."""
+        n = meter.n
+        rec = meter.flush(self.tcfg.batch_size)
+        logger.record(self.step, rec)
+        self.recent = (rec["loss"], n)
 
     def _sample(self) -> None:
         if self.sample_fn is not None and self.ctx.is_main:
